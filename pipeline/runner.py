@@ -1,0 +1,66 @@
+"""Batch driver around ``decide``: dedupe, load state once per batch, decide in order, collect the writes.
+
+Replay and the Kafka worker both use it, so there is one detection path. The caller makes the effects durable
+(cases, audit, actions) *before* ``commit_state``: state writes carry the dedupe markers, so an event whose
+effects were not all written is decided again after a crash, with the same result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pipeline.contract import Event
+from pipeline.decision import Decision, Detectors, Snapshot, decide
+from pipeline.state import ConversationState, ProfileOp, StateStore, StateWrites, SubjectProfile
+
+
+@dataclass(frozen=True, slots=True)
+class DecidedBatch:
+    decisions: list[Decision]
+    duplicates: list[Event]  # already processed (redelivery or a producer resend)
+    writes: StateWrites
+
+
+class DecisionRunner:
+    def __init__(self, store: StateStore, detectors: Detectors) -> None:
+        self.store = store
+        self.detectors = detectors
+
+    def decide_batch(self, events: Sequence[Event]) -> DecidedBatch:
+        seen = self.store.seen_events(e.event_id for e in events)
+        conv_ids = {e.conversation_id for e in events}
+        conversations: dict[str, ConversationState] = self.store.get_conversations(conv_ids)
+        user_ids: set[str] = set()
+        for event in events:
+            user_ids.add(event.actor.user_id)
+            if event.target is not None:
+                user_ids.add(event.target.user_id)
+        for state in conversations.values():
+            user_ids.update(state.participants)
+        profiles: dict[str, SubjectProfile] = self.store.get_profiles(user_ids)
+
+        decisions: list[Decision] = []
+        duplicates: list[Event] = []
+        changed: dict[str, ConversationState] = {}
+        ops: list[ProfileOp] = []
+        batch_seen: set[str] = set()
+        for event in events:
+            if event.event_id in seen or event.event_id in batch_seen:
+                duplicates.append(event)
+                continue
+            batch_seen.add(event.event_id)
+            conv_id = event.conversation_id
+            decision = decide(event, Snapshot(conversations.get(conv_id), profiles), self.detectors)
+            decisions.append(decision)
+            conversations[conv_id] = changed[conv_id] = decision.state
+            if decision.profile_ops:
+                ops.extend(decision.profile_ops)
+                for user_id in {op.user_id for op in decision.profile_ops}:
+                    current = profiles.get(user_id, SubjectProfile(user_id))
+                    profiles[user_id] = current.with_ops(decision.profile_ops)
+        writes = StateWrites(changed, tuple(ops), tuple(sorted(batch_seen)))
+        return DecidedBatch(decisions, duplicates, writes)
+
+    def commit_state(self, batch: DecidedBatch) -> None:
+        self.store.apply(batch.writes)
