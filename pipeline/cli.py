@@ -118,3 +118,6 @@ def rules_check(
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+
+# --- sub-command registration (each package owns its commands; register them here) ---

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pipeline.contract import Event
 from pipeline.decision import Decision, Detectors, Snapshot, decide
-from pipeline.state import ConversationState, ProfileOp, StateStore, StateWrites, SubjectProfile
+from pipeline.state import ConversationState, EventKey, ProfileOp, StateStore, StateWrites, SubjectProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +28,7 @@ class DecisionRunner:
         self.detectors = detectors
 
     def decide_batch(self, events: Sequence[Event]) -> DecidedBatch:
-        seen = self.store.seen_events(e.event_id for e in events)
+        seen = self.store.seen_events(EventKey(e.conversation_id, e.event_id) for e in events)
         conv_ids = {e.conversation_id for e in events}
         conversations: dict[str, ConversationState] = self.store.get_conversations(conv_ids)
         user_ids: set[str] = set()
@@ -44,13 +44,14 @@ class DecisionRunner:
         duplicates: list[Event] = []
         changed: dict[str, ConversationState] = {}
         ops: list[ProfileOp] = []
-        batch_seen: set[str] = set()
+        batch_seen: set[EventKey] = set()
         for event in events:
-            if event.event_id in seen or event.event_id in batch_seen:
+            conv_id = event.conversation_id
+            key = EventKey(conv_id, event.event_id)
+            if key in seen or key in batch_seen:
                 duplicates.append(event)
                 continue
-            batch_seen.add(event.event_id)
-            conv_id = event.conversation_id
+            batch_seen.add(key)
             decision = decide(event, Snapshot(conversations.get(conv_id), profiles), self.detectors)
             decisions.append(decision)
             conversations[conv_id] = changed[conv_id] = decision.state
@@ -59,7 +60,8 @@ class DecisionRunner:
                 for user_id in {op.user_id for op in decision.profile_ops}:
                     current = profiles.get(user_id, SubjectProfile(user_id))
                     profiles[user_id] = current.with_ops(decision.profile_ops)
-        writes = StateWrites(changed, tuple(ops), tuple(sorted(batch_seen)))
+        ordered_seen = tuple(sorted(batch_seen, key=lambda k: (k.conversation_id, k.event_id)))
+        writes = StateWrites(changed, tuple(ops), ordered_seen)
         return DecidedBatch(decisions, duplicates, writes)
 
     def commit_state(self, batch: DecidedBatch) -> None:

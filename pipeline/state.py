@@ -150,12 +150,20 @@ class ProfileOp:
 
 
 @dataclass(frozen=True, slots=True)
+class EventKey:
+    """An event id scoped to its conversation, so dedupe markers live beside the conversation's state."""
+
+    conversation_id: str
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class StateWrites:
     """Everything one batch of decisions changes in the state store, applied together."""
 
     conversations: Mapping[str, ConversationState]
     profile_ops: tuple[ProfileOp, ...]
-    seen_event_ids: tuple[str, ...]
+    seen: tuple[EventKey, ...]
 
 
 class StateStoreError(RuntimeError):
@@ -171,7 +179,7 @@ class StateStore(Protocol):
 
     def get_profiles(self, user_ids: Iterable[str]) -> dict[str, SubjectProfile]: ...
 
-    def seen_events(self, event_ids: Iterable[str]) -> set[str]: ...
+    def seen_events(self, keys: Iterable[EventKey]) -> set[EventKey]: ...
 
     def apply(self, writes: StateWrites) -> None: ...
 
@@ -182,7 +190,7 @@ class MemoryStateStore:
     def __init__(self) -> None:
         self._conversations: dict[str, ConversationState] = {}
         self._profiles: dict[str, SubjectProfile] = {}
-        self._seen: set[str] = set()
+        self._seen: set[EventKey] = set()
 
     def get_conversations(self, conversation_ids: Iterable[str]) -> dict[str, ConversationState]:
         return {c: self._conversations[c] for c in conversation_ids if c in self._conversations}
@@ -190,8 +198,8 @@ class MemoryStateStore:
     def get_profiles(self, user_ids: Iterable[str]) -> dict[str, SubjectProfile]:
         return {u: self._profiles[u] for u in user_ids if u in self._profiles}
 
-    def seen_events(self, event_ids: Iterable[str]) -> set[str]:
-        return {e for e in event_ids if e in self._seen}
+    def seen_events(self, keys: Iterable[EventKey]) -> set[EventKey]:
+        return {k for k in keys if k in self._seen}
 
     def apply(self, writes: StateWrites) -> None:
         self._conversations.update(writes.conversations)
@@ -201,7 +209,7 @@ class MemoryStateStore:
         for user_id, ops in by_user.items():
             current = self._profiles.get(user_id, SubjectProfile(user_id))
             self._profiles[user_id] = current.with_ops(ops)
-        self._seen.update(writes.seen_event_ids)
+        self._seen.update(writes.seen)
 
     def conversation_ids(self) -> list[str]:
         return sorted(self._conversations)
