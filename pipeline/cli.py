@@ -20,7 +20,7 @@ app = typer.Typer(help="Lifeguard: early grooming detection for game platforms."
 rules_app = typer.Typer(help="Rule packs: validate and run golden cases.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -26,7 +26,7 @@ STAGE_WEIGHT: dict[str, float] = {
     Stage.ISOLATION: 0.88,
     Stage.MEETING_REQUEST: 0.95,
     Stage.AGE_DECEPTION: 0.55,
-    Stage.REPORTED: 0.6,
+    Stage.REPORTED: 0.7,
     Stage.FANOUT: 0.65,
 }
 
