@@ -21,9 +21,10 @@ from pipeline.state import ConversationState, SubjectProfile
 DAY_SECONDS = 24 * 3600.0
 
 # "i'm 11", "im 11 yrs", "i am eleven" after normalisation (number words become digits), "11 years old", "11yo".
+_NOT_AN_AGE = r"(?!\s*(?:min|mins|minutes|hours|hrs|k|x|%|robux|gems))"
 _STATED_AGE = re.compile(
-    r"\b(?:i\s?'?\s?a?m|i am|im|age is|turning|turn)\s+(\d{1,2})\b(?!\s*(?:min|mins|minutes|hours|hrs|k|x|%|robux|gems))"
-    r"|\b(\d{1,2})\s*(?:years? old|yrs? old|yo|y/o)\b"
+    r"\b(?:i\s?'?\s?a?m|i am|im|age is|turning|turn)\s+(\d{1,2})\b" + _NOT_AN_AGE
+    + r"|\b(\d{1,2})\s*(?:years? old|yrs? old|yo|y/o)\b"
 )
 
 

@@ -25,7 +25,6 @@ from pipeline.risk import (
     combine,
     decay,
     priority,
-    progressed_stages,
     stage_score,
 )
 from pipeline.rulebook import (
@@ -413,11 +412,13 @@ def _subject_scoring(
     conversation happened to be processed last."""
     older = pair.older
     if older is None or pair.relation not in RISKY_RELATIONS or not detectors.rules.subject_rules:
-        touched = {op.user_id for op in ops if op.kind != "contact"}
-        swept: list[CaseUpdate] = []
-        for user_id in touched:
-            swept.extend(_sweep_for(user_id, profiles, ops, detectors, exclude=conv_id, event=event))
-        return 0.0, [], tuple(swept)
+        touched = sorted({op.user_id for op in ops if op.kind != "contact"})
+        swept_others = [
+            update
+            for user_id in touched
+            for update in _sweep_for(user_id, profiles, ops, detectors, exclude=conv_id, event=event)
+        ]
+        return 0.0, [], tuple(swept_others)
     before_profile = profiles.get(older, SubjectProfile(older))
     after_profile = before_profile.with_ops(ops)
     hits = _subject_hits(detectors.rules, after_profile)
