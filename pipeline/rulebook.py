@@ -301,7 +301,7 @@ def _may_apply(rule: CompiledRule, event_type: EventType) -> bool:
 
 def _load_yaml(path: Path, model: type[M]) -> M:
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Loader)  # noqa: S506 - safe loader
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Loader)
     except (OSError, yaml.YAMLError) as exc:
         raise RulePackError(f"{path.name}: cannot read YAML: {exc}") from None
     try:
