@@ -301,7 +301,9 @@ def test_obfuscated_kind_disguises_risky_messages() -> None:
     res = generate(seed=13, conversations=400, bank="train")
     texts = {e["event_id"]: e.get("text", "") for e in res.events}
     plain = re.compile(r"^[a-z0-9 '?!.,]*$")
-    tails = tuple(f" {t}" for t in load_bank("train").fillers["emoji_tails"])
+    bank = load_bank("train")
+    tails = tuple(f" {t}" for t in bank.fillers["emoji_tails"])
+    aliases = {a for names in bank.obfuscation.app_aliases.values() for a in names}
     for lab in res.labels["conversations"].values():
         if lab["kind"] != "obfuscated":
             continue
@@ -310,9 +312,10 @@ def test_obfuscated_kind_disguises_risky_messages() -> None:
         assert risky
         risky = [next((t[: -len(x)] for x in tails if t.endswith(x)), t) for t in risky]  # drop style tails
         # every risky line was altered: non-ASCII (homoglyph, zero-width, emoji), leet digits or separators
-        tell = re.compile(r"\b\w( \w){2,}\b|\w\.\w\.|\d[a-z]")
-        disguised = [t for t in risky if not plain.match(t) or tell.search(t)]
-        assert len(disguised) >= len(risky) - 1, risky
+        tell = re.compile(r"\b\w( \w){2,}\b|\w\.\w\.|[a-z]\d|\d[a-z]")
+        for text in risky:
+            alias = any(a in text for a in aliases)
+            assert alias or not plain.match(text) or tell.search(text), text
 
 
 # ---- malformed records ------------------------------------------------------------------------------------
