@@ -37,9 +37,9 @@ _ADULT_VERIFICATION_WEIGHT: dict[Verification, float] = {
 
 _CHANNEL_WEIGHT: dict[ChannelKind | None, float] = {
     ChannelKind.DIRECT: 1.0,
-    ChannelKind.PARTY: 0.8,
-    ChannelKind.GROUP: 0.7,
-    ChannelKind.EXPERIENCE: 0.55,
+    ChannelKind.PARTY: 0.9,
+    ChannelKind.GROUP: 0.85,
+    ChannelKind.EXPERIENCE: 0.6,
     None: 0.9,
 }
 
@@ -137,7 +137,7 @@ def _assess(older: Party, younger: Party, channel_weight: float) -> PairAssessme
         return result(factor, "unknown_minor", f"user of unknown age with a minor ({younger.band.value})")
     if gap >= 3.0:
         weak = VERIFICATION_STRENGTH[older.verification] <= VERIFICATION_STRENGTH[Verification.SELF_DECLARED]
-        factor = (0.45 if weak else 0.3) * channel_weight
+        factor = (0.3 + 0.05 * gap) * (1.0 if weak else 0.75) * channel_weight
         return result(factor, "older_minor", f"older minor ({older.band.value}, age {older.verification.value}) "
                       f"with a younger one ({younger.band.value})")
     return result(0.12 * channel_weight, "peers", f"peers ({older.band.value}, {younger.band.value})")

@@ -222,14 +222,20 @@ def decide(event: Event, snapshot: Snapshot, detectors: Detectors) -> Decision:
         else:
             hits.append((rule, spans))
 
-    # Effects of age cues change who counts as the adult, so the pairing is assessed again.
+    # Effects of age cues change who counts as the adult, so the pairing is assessed again. A cue never makes
+    # someone an adult while an adult is already in the conversation: that could only remove a child's protection
+    # (a child writing "my mom is at work" must stay a child).
+    adult_present = any(is_adult(p.band) for p in parties if p.user_id != actor.user_id)
     for rule, _ in hits:
-        if RuleEffect.REVEAL_ADULT in rule.rule.effects and not is_adult(actor.band):
+        if RuleEffect.REVEAL_ADULT in rule.rule.effects and not is_adult(actor.band) and not adult_present:
             revealed[actor.user_id] = AgeBand.AGE_18_20.value
         if RuleEffect.REVEAL_STATED_AGE in rule.rule.effects and text is not None:
             age = stated_age(text.text)
-            if age is not None and actor.user_id not in revealed:
-                revealed[actor.user_id] = band_for_age(age).value
+            if age is None or actor.user_id in revealed:
+                continue
+            band = band_for_age(age)
+            if not (is_adult(band) and adult_present):
+                revealed[actor.user_id] = band.value
     if revealed != before.revealed_bands:
         parties = _parties(participants, revealed)
         pair = assess_pair(parties, channel_kind)
