@@ -12,8 +12,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipeline.decision import Detectors
+from pipeline.detectors import load_detectors
 from pipeline.replay import ReplayInputError, replay
-from pipeline.rulebook import RulePackError, load_rulebook
+from pipeline.rulebook import RulePackError
+from pipeline.settings import load_settings
 
 app = typer.Typer(help="Lifeguard: early grooming detection for game platforms.", no_args_is_help=True,
                   add_completion=False)
@@ -33,9 +35,9 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in handle if line.strip())
 
 
-def build_detectors(rules_dir: Path | None) -> Detectors:
+def build_detectors(rules_dir: Path | None, *, with_models: bool = True) -> Detectors:
     try:
-        return Detectors(rules=load_rulebook(rules_dir))
+        return load_detectors(load_settings(rules_dir=rules_dir), with_models=with_models)
     except RulePackError as exc:
         fail(f"rule packs: {exc}")
         raise  # unreachable; fail() exits

@@ -83,11 +83,17 @@ class StageScores:
 
 
 class MessageClassifier(Protocol):
-    """A detector ``decide`` may consult per message. Must be deterministic (same text -> same scores)."""
+    """A detector ``decide`` may consult per message. Must be deterministic (same text -> same scores).
+
+    ``prime`` is a cache warm-up the runner calls once per batch with every text in it, so a model can
+    score in one vectorised call; ``score`` must return the same result whether or not the text was primed.
+    """
 
     name: str
     version: str
     sha256: str
+
+    def prime(self, texts: Sequence[NormalisedText]) -> None: ...
 
     def score(self, text: NormalisedText, context: ClassifierContext) -> StageScores | None: ...
 
@@ -193,11 +199,19 @@ def case_id_for(conversation_id: str, opened_by_event_id: str) -> str:
     return f"case-{digest[:20]}"
 
 
-def decide(event: Event, snapshot: Snapshot, detectors: Detectors) -> Decision:
+def normalised_text_of(event: Event) -> NormalisedText | None:
+    """The folded text detectors see, for the event types whose text is analysed."""
+    return normalise(event.text) if event.text is not None and event.type in TEXT_EVENTS else None
+
+
+def decide(event: Event, snapshot: Snapshot, detectors: Detectors, text: NormalisedText | None = None) -> Decision:
+    """Decide one event. ``text`` may carry the already normalised text (the runner folds a batch at once);
+    it must equal ``normalised_text_of(event)``."""
     conv_id = event.conversation_id
     ts = event.ts.timestamp()
     before = snapshot.conversation or ConversationState(conversation_id=conv_id, first_ts=ts, last_ts=ts)
-    text = normalise(event.text) if event.text is not None and event.type in TEXT_EVENTS else None
+    if text is None:
+        text = normalised_text_of(event)
 
     participants = _merge_participants(before.participants, event)
     revealed = dict(before.revealed_bands)

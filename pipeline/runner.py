@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline.contract import Event
-from pipeline.decision import Decision, Detectors, Snapshot, decide
+from pipeline.decision import Decision, Detectors, Snapshot, decide, normalised_text_of
 from pipeline.state import ConversationState, EventKey, ProfileOp, StateStore, StateWrites, SubjectProfile
 
 
@@ -40,19 +40,25 @@ class DecisionRunner:
             user_ids.update(state.participants)
         profiles: dict[str, SubjectProfile] = self.store.get_profiles(user_ids)
 
+        texts = [normalised_text_of(e) for e in events]
+        present = [t for t in texts if t is not None]
+        if present:
+            for classifier in self.detectors.classifiers:
+                classifier.prime(present)
+
         decisions: list[Decision] = []
         duplicates: list[Event] = []
         changed: dict[str, ConversationState] = {}
         ops: list[ProfileOp] = []
         batch_seen: set[EventKey] = set()
-        for event in events:
+        for event, text in zip(events, texts, strict=True):
             conv_id = event.conversation_id
             key = EventKey(conv_id, event.event_id)
             if key in seen or key in batch_seen:
                 duplicates.append(event)
                 continue
             batch_seen.add(key)
-            decision = decide(event, Snapshot(conversations.get(conv_id), profiles), self.detectors)
+            decision = decide(event, Snapshot(conversations.get(conv_id), profiles), self.detectors, text)
             decisions.append(decision)
             conversations[conv_id] = changed[conv_id] = decision.state
             if decision.profile_ops:
