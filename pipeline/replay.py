@@ -7,18 +7,28 @@ Invalid lines are reported with their line number and reason, never fatal.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from pipeline.cases import CaseSink, MemoryCaseSink, updates_of
 from pipeline.contract import Event, EventValidationError, parse_event
-from pipeline.decision import Decision, Detectors
+from pipeline.decision import CaseUpdate, Decision, Detectors
 from pipeline.runner import DecisionRunner
 from pipeline.state import MemoryStateStore
 
 BATCH_SIZE = 1000
+
+
+@runtime_checkable
+class TranscriptSink(Protocol):
+    """A ``CaseSink`` that also keeps the events' text for case transcripts (the review store)."""
+
+    accepts_events: bool
+
+    def apply(self, updates: Sequence[CaseUpdate], decisions: Sequence[Decision],
+              events: Sequence[Event] = ()) -> None: ...
 
 
 class ReplayInputError(RuntimeError):
@@ -77,7 +87,9 @@ def replay(
         decide_seconds += time.perf_counter() - t0
         updates = updates_of(decided.decisions)
         memory_sink.apply(updates, decided.decisions)
-        if sink is not None:
+        if isinstance(sink, TranscriptSink):
+            sink.apply(updates, decided.decisions, events=tuple(batch))
+        elif sink is not None:
             sink.apply(updates, decided.decisions)
         runner.commit_state(decided)
         result.duplicates += len(decided.duplicates)

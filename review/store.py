@@ -1,0 +1,346 @@
+"""The SQL case store: the ``CaseSink`` the Kafka workers and ``replay --persist`` write to.
+
+``apply`` is one transaction: open-or-attach cases, store decision records and transcript messages, append the
+audit entries of the automated decisions. It is idempotent under redelivery (every write is keyed: a case
+update by (conversation, event), a reason by (case, kind, id, event), a record or message by (conversation,
+event)) and safe with several workers writing to PostgreSQL at once (case rows are locked in conversation
+order, the audit chain is serialised last).
+
+Transcript policy: decisions carry ids, not text, so ``apply`` also takes the batch's events. Messages are
+stored only for conversations that have (or just got) a live case. For context before a case opens, the
+store keeps, per process, the last ``context_messages`` events of up to ``context_conversations`` recent
+conversations in memory (LRU); when a conversation gets a case, that context is written with it. Nothing is
+stored for conversations that never get a case.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, Executable, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from audit.chain import canonical, sha256_hex
+from audit.keys import Pseudonymizer, load_pseudonym_key, load_signing_key
+from audit.log import PendingEntry, SqlAuditLog
+from pipeline.contract import Event
+from pipeline.decision import CaseUpdate, Decision, case_id_for
+from pipeline.settings import Settings
+from review.db import ensure_schema, make_engine
+from review.models import (
+    Base,
+    CaseReasonRow,
+    CaseRow,
+    CaseSubjectRow,
+    CaseUpdateRow,
+    DecisionRecordRow,
+    MessageRow,
+)
+from review.policy import REOPENABLE, CaseStatus, band_rank, sla_targets
+
+Clock = Callable[[], datetime]
+RISK_EPSILON = 1e-9
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def insert_ignore(dialect: str, model: type[Base], values: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+                  returning: Any = None) -> Executable:
+    """INSERT ... ON CONFLICT DO NOTHING [RETURNING ...] for PostgreSQL and SQLite."""
+    builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = builder(model).values(values if isinstance(values, Mapping) else list(values)).on_conflict_do_nothing()
+    return stmt if returning is None else stmt.returning(returning)
+
+
+class TranscriptContext:
+    """Bounded in-memory recent events per conversation (see the module docstring)."""
+
+    def __init__(self, messages: int, conversations: int) -> None:
+        self.messages = messages
+        self.conversations = conversations
+        self._recent: OrderedDict[str, deque[Event]] = OrderedDict()
+
+    def remember(self, events: Iterable[Event]) -> None:
+        if self.messages <= 0:
+            return
+        for event in events:
+            conv = event.conversation_id
+            recent = self._recent.get(conv)
+            if recent is None:
+                recent = self._recent[conv] = deque(maxlen=self.messages)
+            else:
+                self._recent.move_to_end(conv)
+            recent.append(event)
+        while len(self._recent) > self.conversations:
+            self._recent.popitem(last=False)
+
+    def recent(self, conversation_id: str) -> list[Event]:
+        return list(self._recent.get(conversation_id, ()))
+
+
+def _sla_due(started: datetime, priority: int) -> tuple[datetime, datetime]:
+    first, decision = sla_targets(priority)
+    return started + first, started + decision
+
+
+def _versions(decision: Decision) -> dict[str, Any]:
+    rules = sorted({f"{r.id}@{r.version}" for r in (*decision.reasons, *decision.shadow_reasons) if r.kind == "rule"})
+    ages = sorted({f"{r.id}@{r.version}" for r in decision.reasons if r.kind == "age"})
+    models = [f"{m.get('id')}@{m.get('version')}#{str(m.get('sha256', ''))[:16]}" for m in decision.models]
+    if decision.case is not None:
+        ages = sorted({*ages, *(f"{r.id}@{r.version}" for r in decision.case.reasons if r.kind == "age")})
+    return {"rules": rules, "models": models, "age_policy": ages}
+
+
+def _parse_ts(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+class SqlCaseStore:
+    """Implements ``pipeline.cases.CaseSink``; also the session factory and audit log the review services use."""
+
+    accepts_events = True  # replay passes each batch's events to apply(); see pipeline.replay
+
+    def __init__(self, engine: Engine, *, audit: SqlAuditLog, lease_seconds: int, clock: Clock = utc_now,
+                 context_messages: int = 20, context_conversations: int = 10_000) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.audit = audit
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self.context = TranscriptContext(context_messages, context_conversations)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with self.sessions.begin() as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ CaseSink
+    def apply(self, updates: Sequence[CaseUpdate], decisions: Sequence[Decision],
+              events: Sequence[Event] = ()) -> None:
+        self.context.remember(events)
+        if not updates and not decisions and not events:
+            return
+        now = self.clock()
+        by_key = {(d.conversation_id, d.event_id): d for d in decisions}
+        grouped: dict[str, list[CaseUpdate]] = {}
+        for item in updates:
+            grouped.setdefault(item.conversation_id, []).append(item)
+        with self.transaction() as session:
+            audit: list[PendingEntry] = []
+            # Conversation order is the lock order: two workers never wait on each other's rows in a cycle.
+            for conv in sorted(grouped):
+                for item in grouped[conv]:
+                    self._apply_update(session, item, by_key.get((conv, item.event_id)), now, audit)
+            decision_entries = self._store_records(session, decisions)
+            self._store_messages(session, events, set(grouped))
+            written = self.audit.append(session.connection(), [*audit, *(p for _, p in decision_entries)])
+            by_event = dict(zip([key for key, _ in decision_entries], written[len(audit):], strict=True))
+            for (conv, event_id), entry in by_event.items():
+                session.execute(update(DecisionRecordRow)
+                                .where(DecisionRecordRow.conversation_id == conv,
+                                       DecisionRecordRow.event_id == event_id)
+                                .values(audit_seq=entry.seq))
+
+    def _live_case(self, session: Session, conv: str) -> CaseRow | None:
+        return session.scalars(
+            select(CaseRow).where(CaseRow.conversation_id == conv, CaseRow.status != CaseStatus.CLOSED)
+            .with_for_update().execution_options(populate_existing=True)
+        ).first()
+
+    def _apply_update(self, session: Session, item: CaseUpdate, decision: Decision | None, now: datetime,
+                      audit: list[PendingEntry]) -> None:
+        conv = item.conversation_id
+        key = {"conversation_id": conv, "event_id": item.event_id, "case_id": None, "applied_at": now}
+        claimed = session.execute(insert_ignore(self.dialect, CaseUpdateRow, key, CaseUpdateRow.event_id)).first()
+        if claimed is None:
+            return  # this update was applied before (redelivery) or by a concurrent worker
+        case = self._live_case(session, conv)
+        if case is None:
+            first_due, decision_due = _sla_due(now, item.priority)
+            values = {
+                "id": case_id_for(conv, item.event_id), "conversation_id": conv,
+                "opened_by_event_id": item.event_id, "opened_at": item.ts, "created_at": now, "queued_at": now,
+                "sla_started_at": now, "risk": 0.0, "priority": item.priority, "priority_score": 0.0,
+                "stages": [], "stage_marks": {}, "youngest_band": item.youngest_band,
+                "band_rank": band_rank(item.youngest_band), "escalated": False, "status": CaseStatus.OPEN.value,
+                "first_review_due_at": first_due, "decision_due_at": decision_due, "reopen_count": 0,
+            }
+            opened = session.execute(insert_ignore(self.dialect, CaseRow, values, CaseRow.id)).first()
+            case = self._live_case(session, conv)  # ours, or the one a concurrent worker just opened
+            if case is None:
+                raise RuntimeError(f"case for {conv} neither inserted nor found")  # a bug, not an input problem
+            if opened is not None:
+                audit.append(PendingEntry("case.opened", f"case:{case.id}", payload={
+                    "case_id": case.id, "opened_by_event_id": item.event_id, "priority": item.priority}))
+        self._attach(session, case, item, decision, now, audit)
+        session.execute(update(CaseUpdateRow).where(CaseUpdateRow.conversation_id == conv,
+                                                    CaseUpdateRow.event_id == item.event_id)
+                        .values(case_id=case.id))
+
+    def _attach(self, session: Session, case: CaseRow, item: CaseUpdate, decision: Decision | None,
+                now: datetime, audit: list[PendingEntry]) -> None:
+        """Merge like ``ReportCase.attach``: risk = max, priority = most urgent, stages/subjects/reasons in
+        arrival order without repeats. Then reopen a dismissed/warned case if risk rose or a stage is new."""
+        case.risk = max(case.risk, item.risk)
+        case.priority_score = max(case.priority_score, item.priority_score)
+        if item.priority < case.priority:
+            case.priority = item.priority
+            first_due, decision_due = _sla_due(case.sla_started_at, item.priority)
+            case.first_review_due_at = min(case.first_review_due_at, first_due)
+            case.decision_due_at = min(case.decision_due_at, decision_due)
+        case.escalated = case.escalated or item.escalate
+        if band_rank(item.youngest_band) < case.band_rank:
+            case.youngest_band, case.band_rank = item.youngest_band, band_rank(item.youngest_band)
+        new_stages = [s for s in item.stages if s not in case.stages]
+        if new_stages:
+            case.stages = [*case.stages, *new_stages]
+        if decision is not None and decision.conversation_id == case.conversation_id:
+            marks = dict(case.stage_marks)
+            for stage, mark in decision.state.stage_marks.items():
+                if stage not in marks or mark.ts < marks[stage][0]:
+                    marks[stage] = [mark.ts, mark.event_id]
+            if marks != case.stage_marks:
+                case.stage_marks = marks
+        if item.subjects:
+            session.execute(insert_ignore(self.dialect, CaseSubjectRow,
+                                          [{"case_id": case.id, "subject": s} for s in item.subjects]))
+        if item.reasons:
+            session.execute(insert_ignore(self.dialect, CaseReasonRow, [
+                {"case_id": case.id, "kind": r.kind, "reason_id": r.id, "version": r.version,
+                 "event_id": r.event_id, "detail": r.detail} for r in item.reasons]))
+        if case.status == CaseStatus.DECIDED and case.outcome in REOPENABLE:
+            risk_rose = item.risk > (case.decided_risk or 0.0) + RISK_EPSILON
+            stage_new = bool(set(item.stages) - set(case.decided_stages or []))
+            if risk_rose or stage_new:
+                previous, fresh = case.outcome, sorted(set(item.stages) - set(case.decided_stages or []))
+                case.status, case.outcome = CaseStatus.OPEN.value, None
+                case.queued_at = case.sla_started_at = now
+                case.first_review_due_at, case.decision_due_at = _sla_due(now, case.priority)
+                case.first_reviewed_at = case.decided_at = None
+                case.reopen_count += 1
+                audit.append(PendingEntry("case.reopened", f"case:{case.id}", payload={
+                    "case_id": case.id, "previous_outcome": previous, "by_event_id": item.event_id,
+                    "risk": round(item.risk, 4), "new_stages": fresh}))
+        session.flush()
+
+    def _store_records(self, session: Session,
+                       decisions: Sequence[Decision]) -> list[tuple[tuple[str, str], PendingEntry]]:
+        """Decision records of every decision that produced a case update or action (audited), and of
+        decisions with reasons in conversations that have a live case (context evidence, not audited)."""
+        acted = [d for d in decisions if d.case is not None or d.swept_cases or d.actions]
+        with_reasons = [d for d in decisions if d.reasons and not (d.case is not None or d.swept_cases or d.actions)]
+        live = self._live_conversations(session, {d.conversation_id for d in with_reasons})
+        context = [d for d in with_reasons if d.conversation_id in live]
+        if not acted and not context:
+            return []
+        case_ids = self._case_ids(session, acted)
+        audited = {id(d) for d in acted}
+        entries: list[tuple[tuple[str, str], PendingEntry]] = []
+        for decision in (*acted, *context):
+            record = decision.to_record()
+            row = {"conversation_id": decision.conversation_id, "event_id": decision.event_id,
+                   "ts": _parse_ts(decision.ts), "record": canonical(record).decode(), "audit_seq": None}
+            inserted = session.execute(
+                insert_ignore(self.dialect, DecisionRecordRow, row, DecisionRecordRow.event_id)).first()
+            if inserted is None or id(decision) not in audited:
+                continue
+            cases = case_ids.get((decision.conversation_id, decision.event_id), [])
+            subject = f"case:{cases[0]}" if cases else "case:none"
+            entries.append(((decision.conversation_id, decision.event_id),
+                            PendingEntry("decision.automated", subject, payload=record,
+                                         versions=_versions(decision))))
+        return entries
+
+    def _case_ids(self, session: Session, decisions: Sequence[Decision]) -> dict[tuple[str, str], list[str]]:
+        """The cases each decision's updates went into (own conversation first, then swept ones)."""
+        wanted: dict[tuple[str, str], tuple[str, str]] = {}
+        for d in decisions:
+            for item in ([d.case] if d.case is not None else []) + list(d.swept_cases):
+                wanted[(item.conversation_id, item.event_id)] = (d.conversation_id, d.event_id)
+        found: dict[tuple[str, str], str] = {}
+        convs = {conv for conv, _ in wanted}
+        if convs:
+            rows = session.execute(select(CaseUpdateRow.conversation_id, CaseUpdateRow.event_id,
+                                          CaseUpdateRow.case_id)
+                                   .where(CaseUpdateRow.conversation_id.in_(convs),
+                                          CaseUpdateRow.event_id.in_({e for _, e in wanted})))
+            found = {(r.conversation_id, r.event_id): r.case_id for r in rows if r.case_id is not None}
+        out: dict[tuple[str, str], list[str]] = {}
+        for update_key, decision_key in wanted.items():
+            if update_key in found:
+                out.setdefault(decision_key, []).append(found[update_key])
+        return out
+
+    def _live_conversations(self, session: Session, convs: set[str]) -> set[str]:
+        if not convs:
+            return set()
+        rows = session.scalars(select(CaseRow.conversation_id).where(CaseRow.conversation_id.in_(convs),
+                                                                     CaseRow.status != CaseStatus.CLOSED))
+        return set(rows)
+
+    def _store_messages(self, session: Session, events: Sequence[Event], updated: set[str]) -> None:
+        candidates: dict[tuple[str, str], Event] = {}
+        for conv in sorted(updated):
+            for event in self.context.recent(conv):
+                candidates[(conv, event.event_id)] = event
+        for event in events:
+            candidates.setdefault((event.conversation_id, event.event_id), event)
+        live = self._live_conversations(session, {conv for conv, _ in candidates})
+        rows = [_message_row(e) for (conv, _), e in candidates.items() if conv in live]
+        for start in range(0, len(rows), 500):
+            session.execute(insert_ignore(self.dialect, MessageRow, rows[start:start + 500]))
+
+    # ------------------------------------------------------------------ report
+    def cases_report(self) -> list[dict[str, Any]]:
+        """Every case in the replay report's ``cases`` shape, sorted like ``MemoryCaseSink.report()``."""
+        with self.sessions() as session:
+            cases = session.scalars(select(CaseRow).order_by(CaseRow.opened_at, CaseRow.id)).all()
+            reasons: dict[str, list[dict[str, Any]]] = {}
+            for r in session.scalars(select(CaseReasonRow).order_by(CaseReasonRow.id)):
+                reasons.setdefault(r.case_id, []).append({"kind": r.kind, "id": r.reason_id, "version": r.version,
+                                                          "event_id": r.event_id, "detail": r.detail})
+            subjects: dict[str, list[str]] = {}
+            for s in session.scalars(select(CaseSubjectRow).order_by(CaseSubjectRow.id)):
+                subjects.setdefault(s.case_id, []).append(s.subject)
+            return [{
+                "case_id": c.id, "conversation_id": c.conversation_id, "opened_by_event_id": c.opened_by_event_id,
+                "opened_at": c.opened_at, "risk": round(c.risk, 4), "priority": c.priority, "stages": list(c.stages),
+                "subjects": subjects.get(c.id, []), "reasons": reasons.get(c.id, []),
+            } for c in cases]
+
+
+def _message_row(event: Event) -> dict[str, Any]:
+    text = event.text
+    return {
+        "conversation_id": event.conversation_id, "event_id": event.event_id, "ts": event.ts.astimezone(UTC),
+        "event_type": event.type.value, "sender_id": event.actor.user_id, "sender_band": event.actor.age_band.value,
+        "target_id": event.target.user_id if event.target is not None else None, "text": text,
+        "text_sha256": sha256_hex(text.encode()) if text is not None else None, "amount": event.amount,
+        "currency": event.currency, "purged_at": None,
+    }
+
+
+def open_case_store(settings: Settings, *, clock: Clock = utc_now) -> SqlCaseStore:
+    """Engine for ``settings.effective_database_url()``, schema migrated to head if needed, audit keys loaded."""
+    engine = make_engine(settings)
+    ensure_schema(engine)
+    audit = SqlAuditLog(signing_key=load_signing_key(settings),
+                        pseudonyms=Pseudonymizer(load_pseudonym_key(settings)),
+                        checkpoint_every=settings.audit_checkpoint_every, clock=clock)
+    return SqlCaseStore(engine, audit=audit, lease_seconds=settings.lease_seconds, clock=clock)
+
+
+__all__ = ["SqlCaseStore", "TranscriptContext", "open_case_store", "utc_now"]
