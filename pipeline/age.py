@@ -7,6 +7,8 @@ peers, and zero between a parent-linked adult and their child.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline.contract import AgeBand, ChannelKind, Verification
@@ -99,8 +101,13 @@ class PairAssessment:
     detail: str
 
 
-def assess_pair(parties: list[Party], channel: ChannelKind | None) -> PairAssessment:
+def assess_pair(parties: Sequence[Party], channel: ChannelKind | None) -> PairAssessment:
     """Find the riskiest (older, younger) pairing among a conversation's participants and weigh it."""
+    return _assess_pair_cached(tuple(parties), channel)
+
+
+@functools.lru_cache(maxsize=65536)
+def _assess_pair_cached(parties: tuple[Party, ...], channel: ChannelKind | None) -> PairAssessment:
     best = PairAssessment(0.15, "undetermined", None, None, 0.0, "fewer than two known participants")
     channel_weight = _CHANNEL_WEIGHT.get(channel, 0.9)
     for older in parties:

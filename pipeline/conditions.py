@@ -9,7 +9,7 @@ name, which a test checks, so a rule file cannot name a condition that has no co
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ class RuleContext:
     actor: Party
     target: Party | None
     conversation: ConversationState  # before this event
+    evidence: Mapping[str, float]  # stage evidence decayed to this event's time
     profile: SubjectProfile | None  # the actor's
     spans: list[tuple[int, int]] = field(default_factory=list)  # matched spans in normalised text
 
@@ -130,7 +131,7 @@ EVENT_CONDITIONS: dict[str, EventPredicate] = {
     "amount_min": lambda amount, ctx: (ctx.event.amount or 0) >= amount,
     "counter_min": lambda limits, ctx: all(ctx.conversation.counters.get(k, 0) + _counts_now(k, ctx) >= v
                                            for k, v in limits.items()),
-    "stage_seen": lambda stages, ctx: any(ctx.conversation.evidence.get(s, 0.0) >= 0.15 for s in stages),
+    "stage_seen": lambda stages, ctx: any(ctx.evidence.get(s, 0.0) >= 0.15 for s in stages),
     "stated_age_below": lambda limit, ctx: ctx.text is not None and (stated_age(ctx.text.text) or 99) < limit,
     "stated_age_at_least": lambda limit, ctx: ctx.text is not None and (stated_age(ctx.text.text) or 0) >= limit,
     "reports_against_actor_min": lambda n, ctx: ctx.profile is not None and _distinct_reporters(ctx.profile) >= n,

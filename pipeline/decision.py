@@ -9,6 +9,7 @@ the new state for the caller to store. Replay and the Kafka workers both call it
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from pipeline.risk import (
 )
 from pipeline.rulebook import (
     CompiledRule,
+    GateKey,
     RuleAction,
     RuleBook,
     RuleEffect,
@@ -223,10 +225,12 @@ def decide(event: Event, snapshot: Snapshot, detectors: Detectors, text: Normali
     target = _party(event.target.user_id, participants, revealed) if event.target is not None else None
     actor_profile = snapshot.profiles.get(event.actor.user_id)
 
-    ctx = RuleContext(event, text, pair, actor, target, before.evolve(evidence=evidence), actor_profile)
+    ctx = RuleContext(event, text, pair, actor, target, before, evidence, actor_profile)
+    gate = GateKey(event.type, channel_kind, _role(pair, actor.user_id), is_adult(actor.band), is_minor(actor.band),
+                   actor.band, pair.relation)
     hits: list[tuple[CompiledRule, tuple[tuple[int, int], ...]]] = []
     shadow: list[Reason] = []
-    for rule in detectors.rules.by_type[event.type]:
+    for rule in detectors.rules.candidates(gate):
         ctx.spans = []
         if not event_rule_matches(rule, ctx):
             continue
@@ -296,7 +300,7 @@ def decide(event: Event, snapshot: Snapshot, detectors: Detectors, text: Normali
     local_risk = pair.factor * stage_score(evidence)
     peak_local = max(before.peak_local, local_risk)
 
-    profile_ops = _profile_ops(event, pair, before, peak_local, ts)
+    profile_ops = _profile_ops(event, pair, before, peak_local, ts, snapshot.profiles)
     subject_bonus, subject_reasons, swept = _subject_scoring(
         event, pair, snapshot.profiles, profile_ops, detectors, conv_id
     )
@@ -377,9 +381,13 @@ def _merge_participants(current: Mapping[str, ParticipantInfo], event: Event) ->
 
 
 def _party(user_id: str, participants: Mapping[str, ParticipantInfo], revealed: Mapping[str, str]) -> Party:
-    info = participants[user_id]
-    band = AgeBand(revealed.get(user_id, info.band))
-    return Party(user_id, band, Verification(info.verification), frozenset(info.parent_of), user_id in revealed)
+    return _party_of(user_id, participants[user_id], revealed.get(user_id))
+
+
+@functools.lru_cache(maxsize=65536)
+def _party_of(user_id: str, info: ParticipantInfo, revealed_band: str | None) -> Party:
+    band = AgeBand(revealed_band or info.band)
+    return Party(user_id, band, Verification(info.verification), frozenset(info.parent_of), revealed_band is not None)
 
 
 def _parties(participants: Mapping[str, ParticipantInfo], revealed: Mapping[str, str]) -> list[Party]:
@@ -387,7 +395,7 @@ def _parties(participants: Mapping[str, ParticipantInfo], revealed: Mapping[str,
 
 
 def _profile_ops(event: Event, pair: PairAssessment, before: ConversationState, peak_local: float,
-                 ts: float) -> tuple[ProfileOp, ...]:
+                 ts: float, profiles: Mapping[str, SubjectProfile]) -> tuple[ProfileOp, ...]:
     ops: list[ProfileOp] = []
     # Fan-out counts private conversations only: an adult speaking in a public experience chat full of
     # children is normal.
@@ -396,7 +404,10 @@ def _profile_ops(event: Event, pair: PairAssessment, before: ConversationState, 
         younger_band = _band_of(pair.younger, event, before)
         first_ts = before.first_ts if before.events else ts
         entry = ContactEntry(first_ts, round(peak_local, 6), pair.factor, younger_band)
-        ops.append(ProfileOp(pair.older, "contact", event.conversation_id, entry.encode()))
+        known = profiles.get(pair.older)
+        current = known.contacts.get(event.conversation_id) if known is not None else None
+        if current is None or current.encode() != entry.encode():  # unchanged entries are not rewritten
+            ops.append(ProfileOp(pair.older, "contact", event.conversation_id, entry.encode()))
     if event.target is not None and event.type is EventType.USER_REPORT:
         ops.append(ProfileOp(event.target.user_id, "reporter", event.actor.user_id))
     if event.target is not None and event.type is EventType.BLOCK:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -217,6 +217,7 @@ class CompiledRule:
     conditions: tuple[tuple[str, Any], ...]  # (registry name, typed argument) in evaluation order
     branches: tuple[tuple[tuple[str, Any], ...], ...]  # any_of branches, flattened the same way
     weight: float
+    checks: tuple[tuple[str, Any], ...] = ()  # conditions left per event once the gate index selected the rule
 
     @property
     def id(self) -> str:
@@ -227,12 +228,37 @@ class CompiledRule:
         return self.rule.version
 
 
+# Conditions decided by the event's shape alone (type, channel, sender role, relation, actor band). The rule
+# book indexes rules by them, so per event only the rules that can still match are evaluated.
+GATE_CONDITIONS = ("event_type", "channel_kind_in", "sender", "relation_in", "actor_band_in")
+
+
+@dataclass(frozen=True, slots=True)
+class GateKey:
+    event_type: EventType
+    channel_kind: ChannelKind | None
+    sender_role: str  # older | younger | other
+    actor_is_adult: bool
+    actor_is_minor: bool
+    actor_band: AgeBand
+    relation: str
+
+
 @dataclass(frozen=True, slots=True)
 class RuleBook:
     event_rules: tuple[CompiledRule, ...]
     subject_rules: tuple[CompiledRule, ...]
     personas: dict[str, Persona]
     by_type: dict[EventType, tuple[CompiledRule, ...]]
+    _candidates: dict[GateKey, tuple[CompiledRule, ...]] = field(default_factory=dict, repr=False, compare=False)
+
+    def candidates(self, key: GateKey) -> tuple[CompiledRule, ...]:
+        """Event rules whose gate conditions hold for events of this shape (memoised; the key space is small)."""
+        cached = self._candidates.get(key)
+        if cached is None:
+            cached = tuple(r for r in self.by_type[key.event_type] if _gates_pass(r, key))
+            self._candidates[key] = cached
+        return cached
 
     @property
     def rules(self) -> tuple[CompiledRule, ...]:
@@ -261,7 +287,19 @@ def _compile_rule(rule: Rule, pack: str, file_name: str) -> CompiledRule:
     branches: tuple[tuple[tuple[str, Any], ...], ...] = ()
     if isinstance(when, When) and when.any_of:
         branches = tuple(_flatten(b, registry) for b in when.any_of)
-    return CompiledRule(rule, pack, _flatten(when, registry), branches, SEVERITY_WEIGHT[rule.severity])
+    conditions = tuple((n, _merge_patterns(v) if n in PATTERN_CONDITIONS else v) for n, v in _flatten(when, registry))
+    checks = tuple((n, v) for n, v in conditions if n not in GATE_CONDITIONS)
+    return CompiledRule(rule, pack, conditions, branches, SEVERITY_WEIGHT[rule.severity], checks)
+
+
+PATTERN_CONDITIONS = ("text_any", "text_none")
+
+
+def _merge_patterns(patterns: list[re.Pattern[str]]) -> list[re.Pattern[str]]:
+    """One alternation per condition: one regex scan per rule instead of one per listed pattern."""
+    if len(patterns) <= 1:
+        return patterns
+    return [re.compile("|".join(f"(?:{p.pattern})" for p in patterns))]
 
 
 def default_rules_dir() -> Path:
@@ -321,8 +359,36 @@ def _rule_id_at(raw: Any, loc: tuple[int | str, ...]) -> str:
     return ""
 
 
-def event_rule_matches(rule: CompiledRule, ctx: RuleContext) -> bool:
+def _gates_pass(rule: CompiledRule, key: GateKey) -> bool:
     for name, value in rule.conditions:
+        if name == "event_type" and key.event_type not in value:
+            return False
+        if name == "channel_kind_in" and key.channel_kind not in value:
+            return False
+        if name == "relation_in" and key.relation not in value:
+            return False
+        if name == "actor_band_in" and key.actor_band not in value:
+            return False
+        if name == "sender" and not _sender_gate(value, key):
+            return False
+    return True
+
+
+def _sender_gate(role: str, key: GateKey) -> bool:
+    if role in ("older", "younger"):
+        return key.sender_role == role
+    if role == "adult":
+        return key.actor_is_adult
+    if role == "minor":
+        return key.actor_is_minor
+    if role == "adult_or_unknown":
+        return key.actor_is_adult or key.actor_band is AgeBand.UNKNOWN
+    return True
+
+
+def event_rule_matches(rule: CompiledRule, ctx: RuleContext) -> bool:
+    """Full check of a rule's non-gate conditions (gates are checked by ``RuleBook.candidates``)."""
+    for name, value in rule.checks:
         if not EVENT_CONDITIONS[name](value, ctx):
             return False
     if rule.branches:
