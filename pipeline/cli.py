@@ -123,3 +123,6 @@ def main() -> None:  # pragma: no cover - console entry point
 
 
 # --- sub-command registration (each package owns its commands; register them here) ---
+from pipeline.streaming.cli import register as _register_streaming  # noqa: E402  (run, produce, cases, demo, stack)
+
+_register_streaming(app)

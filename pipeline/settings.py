@@ -18,6 +18,7 @@ class Settings(BaseSettings):
     # Services; None means "start the embedded one".
     kafka_bootstrap: str | None = None
     redis_url: str | None = None
+    redis_key_prefix: str = "lg"  # every state key starts with it (one Redis can serve several pipelines)
     database_url: str | None = None
     data_dir: Path = Path("var")
 

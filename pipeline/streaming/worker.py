@@ -1,0 +1,455 @@
+"""``lifeguard run``: the Kafka worker. At-least-once delivery with idempotent effects.
+
+One batch at a time (``poll`` up to ``max_poll_records``), in this order:
+
+1. parse every record; poison ones become dead letters (never dropped, never fatal);
+2. ``DecisionRunner.decide_batch``: the same dedupe + ``decide`` path as ``lifeguard replay``;
+3. the case store: cases, decision records and audit entries in one database transaction (idempotent);
+4. ``actions.v1`` records and dead letters, flushed until the broker acknowledges them;
+5. ``DecisionRunner.commit_state``: Redis state and the dedupe markers, in one ``MULTI``;
+6. the consumer offsets.
+
+A crash anywhere before 5 leaves the events un-marked: they are redelivered and decided again from the same
+state, to the same result, and 3-4 are idempotent. A crash between 5 and 6 redelivers events that are now
+marked: they are skipped. So redelivery never changes a result.
+
+A dependency fault in 3-6 pauses the partitions, retries the batch with exponential backoff (polling while
+paused, so the group membership stays alive) and resumes by itself; after ``dependency_retry_seconds`` the
+worker gives up with ``DependencyRetryExhaustedError`` and commits nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
+from kafka.structs import OffsetAndMetadata
+
+from pipeline.cases import updates_of
+from pipeline.contract import Event, EventValidationError, parse_event
+from pipeline.runner import DecisionRunner
+from pipeline.settings import Settings
+from pipeline.streaming.case_store import CaseStore
+from pipeline.streaming.deadletter import DeadLetter
+from pipeline.streaming.faults import (
+    Backoff,
+    BrokerUnavailableError,
+    DependencyRetryExhaustedError,
+    WorkerStoppedError,
+    dependency_of,
+)
+from pipeline.streaming.kafka_clients import CLIENT_TIMEOUT_MS, Publisher
+from pipeline.streaming.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+_REBALANCED = (CommitFailedError, RebalanceInProgressError, IllegalGenerationError, UnknownMemberIdError)
+MAX_KEPT_REASONS = 1000
+
+
+@dataclass(slots=True)
+class Batch:
+    """Records of one poll, each partition's records in offset order."""
+
+    records: list[Any]
+
+    @classmethod
+    def from_poll(cls, polled: dict[TopicPartition, list[Any]]) -> Batch:
+        records: list[Any] = []
+        for tp in sorted(polled, key=lambda t: (t.topic, t.partition)):
+            records.extend(polled[tp])
+        return cls(records)
+
+    def offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        out: dict[TopicPartition, OffsetAndMetadata] = {}
+        for record in self.records:
+            out[TopicPartition(record.topic, record.partition)] = OffsetAndMetadata(record.offset + 1, "", -1)
+        return out
+
+    def partitions(self) -> set[TopicPartition]:
+        return {TopicPartition(r.topic, r.partition) for r in self.records}
+
+    def only(self, partitions: set[TopicPartition]) -> Batch:
+        return Batch([r for r in self.records if TopicPartition(r.topic, r.partition) in partitions])
+
+
+@dataclass(slots=True)
+class Parsed:
+    events: list[Event]
+    event_records: list[Any]  # the record each event came from, same order
+    letters: list[DeadLetter]
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """Totals for this process, read by the demo and the benchmark (the metrics endpoint has the same)."""
+
+    consumed: int = 0
+    decided: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    case_updates: int = 0
+    actions: int = 0
+    retries: int = 0
+    batches: int = 0
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+    dead_letter_reasons: list[tuple[str, int, int, str]] = field(default_factory=list)  # topic, part, offset
+    latencies_ms: list[float] | None = None  # ingest -> durable decision, kept only when asked for
+    first_record_at: float | None = None
+    last_commit_at: float | None = None
+
+
+def parse_records(records: Iterable[Any]) -> Parsed:
+    parsed = Parsed([], [], [])
+    for record in records:
+        if record.value is None:
+            reason, path = "empty record (no value)", ""
+        else:
+            try:
+                event = parse_event(record.value)
+            except EventValidationError as exc:
+                reason, path = str(exc), exc.path
+            else:
+                parsed.events.append(event)
+                parsed.event_records.append(record)
+                continue
+        parsed.letters.append(DeadLetter(record.topic, record.partition, record.offset, record.timestamp,
+                                         record.key, record.value, list(record.headers or ()), reason, path))
+    return parsed
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs on kafka-python's IO thread, inside ``poll``: it must not block, so it commits asynchronously."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.worker._on_revoked(set(revoked))
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.worker._on_assigned(set(assigned))
+
+    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        self.worker._on_lost(set(lost))
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        consumer: Any,
+        runner: DecisionRunner,
+        cases: CaseStore,
+        publisher: Publisher,
+        metrics: WorkerMetrics | None = None,
+        backoff: Backoff | None = None,
+        keep_latencies: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.runner = runner
+        self.cases = cases
+        self.publisher = publisher
+        self.metrics = metrics or WorkerMetrics()
+        self.backoff = backoff or Backoff()
+        self.clock = clock
+        self.stats = WorkerStats(latencies_ms=[] if keep_latencies else None)
+        self._stop = threading.Event()
+        self._paused = False
+        self._pending: dict[TopicPartition, OffsetAndMetadata] = {}  # effects durable, commit not acknowledged
+        self._lock = threading.Lock()  # _pending is also read by the rebalance listener on the IO thread
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to finish its current batch, commit and return (safe from a signal handler)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, stop_when: Callable[[Worker], bool] | None = None) -> None:
+        """Consume until ``stop()`` (or ``stop_when(self)`` is true after a batch). Raises
+        ``DependencyRetryExhaustedError`` when a dependency stays down too long."""
+        self.consumer.subscribe(topics=[self.settings.topic_events], listener=_Listener(self))
+        log.info("worker started", extra={"ctx": {"topic": self.settings.topic_events,
+                                                  "group": self.settings.consumer_group}})
+        gave_up = False
+        try:
+            while not self._stop.is_set():
+                self.metrics.loop_tick()
+                polled = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
+                if polled:
+                    self._handle(Batch.from_poll(polled))
+                if stop_when is not None and stop_when(self):
+                    break
+        except DependencyRetryExhaustedError:
+            gave_up = True
+            raise
+        except WorkerStoppedError as exc:
+            log.warning("stopped during a dependency outage; the held batch was not committed and will be "
+                        "redelivered", extra={"ctx": {"detail": str(exc)}})
+        finally:
+            self._shutdown(commit=not gave_up)
+
+    def _shutdown(self, *, commit: bool) -> None:
+        with self._lock:
+            if not commit:
+                self._pending.clear()
+            pending = dict(self._pending)
+        if pending:
+            try:
+                self.consumer.commit(offsets=pending, timeout_ms=CLIENT_TIMEOUT_MS)
+            except KafkaError as exc:
+                log.warning("final offset commit failed; those records will be redelivered (dedupe skips them)",
+                            extra={"ctx": {"error": str(exc)}})
+        try:
+            self.consumer.close(autocommit=False, timeout_ms=CLIENT_TIMEOUT_MS)
+        finally:
+            self.publisher.close()
+            log.info("worker stopped", extra={"ctx": self._summary()})
+
+    def _summary(self) -> dict[str, Any]:
+        s = self.stats
+        return {"consumed": s.consumed, "decided": s.decided, "duplicates": s.duplicates,
+                "dead_lettered": s.dead_lettered, "case_updates": s.case_updates, "retries": s.retries}
+
+    # -- one batch -----------------------------------------------------------------------------------------
+    def _handle(self, batch: Batch) -> None:
+        started = time.perf_counter()
+        if self.stats.first_record_at is None:
+            self.stats.first_record_at = time.time()
+        self.stats.consumed += len(batch.records)
+        self.metrics.consumed.inc(len(batch.records))
+        outage_started: float | None = None
+        attempt = 0
+        effects_done = False
+        parsed = parse_records(batch.records)
+        while True:
+            owned = set(self.consumer.assignment())
+            if not effects_done and not batch.partitions() <= owned:
+                # Partitions were revoked while we waited out an outage: their new owner re-reads them.
+                batch = batch.only(owned)
+                parsed = parse_records(batch.records)
+            if not batch.records:
+                break
+            try:
+                if not effects_done:
+                    self._apply_effects(parsed)
+                    effects_done = True
+                    with self._lock:
+                        self._pending.update(batch.offsets())
+                self._commit(batch.offsets())
+                break
+            except Exception as exc:
+                dependency = dependency_of(exc)
+                if dependency is None:
+                    raise  # a bug: crash loudly, commit nothing
+                now = self.clock()
+                if outage_started is None:
+                    outage_started = now
+                    self._pause()
+                waited = now - outage_started
+                if waited >= self.settings.dependency_retry_seconds:
+                    log.error("dependency still unavailable; giving up without committing",
+                              extra={"ctx": {"dependency": dependency, "waited_s": round(waited, 1),
+                                             "error": str(exc)}})
+                    limit = self.settings.dependency_retry_seconds
+                    raise DependencyRetryExhaustedError(
+                        f"{dependency} unavailable for {waited:.0f} s (limit {limit:.0f} s): {exc}. Offsets were "
+                        f"not committed; restore {dependency} and restart the worker"
+                    ) from exc
+                delay = min(self.backoff.delay(attempt), self.settings.dependency_retry_seconds - waited)
+                attempt += 1
+                self.stats.retries += 1
+                self.metrics.retries.labels(dependency).inc()
+                log.warning("dependency unavailable; partitions paused, retrying the batch",
+                            extra={"ctx": {"dependency": dependency, "attempt": attempt,
+                                           "retry_in_s": round(delay, 2), "error": str(exc)}})
+                self._idle(delay)
+        if outage_started is not None:
+            self._resume()
+            log.info("dependency back; partitions resumed",
+                     extra={"ctx": {"outage_s": round(self.clock() - outage_started, 1), "retries": attempt}})
+        self._record_done(parsed, time.perf_counter() - started)
+
+    def _apply_effects(self, parsed: Parsed) -> None:
+        decided = self.runner.decide_batch(parsed.events)
+        duplicate_ids = {id(e) for e in decided.duplicates}
+        decided_events = [e for e in parsed.events if id(e) not in duplicate_ids]
+        updates = updates_of(decided.decisions)
+        if decided.decisions:
+            opened = self.cases.apply(updates, decided.decisions, decided_events)
+            if isinstance(opened, int):
+                self.metrics.cases_opened.inc(opened)
+        actions = [a for d in decided.decisions for a in d.actions]
+        self.publisher.send_actions(actions)
+        for letter in parsed.letters:
+            self.publisher.send_dead_letter(letter)
+        self.publisher.flush()
+        self.runner.commit_state(decided)
+        # Counted once the effects are durable (a retried batch is not counted twice).
+        self.stats.decided += len(decided.decisions)
+        self.stats.duplicates += len(decided.duplicates)
+        self.stats.case_updates += len(updates)
+        self.stats.actions += len(actions)
+        self.stats.dead_lettered += len(parsed.letters)
+        self.metrics.decided.inc(len(decided.decisions))
+        self.metrics.duplicates.inc(len(decided.duplicates))
+        self.metrics.case_updates.inc(len(updates))
+        self.metrics.actions.inc(len(actions))
+        for letter in parsed.letters:
+            kind = "encoding" if letter.reason.startswith(("not UTF-8", "not JSON", "expected a JSON", "empty")) \
+                else "contract"
+            self.metrics.dead_lettered.labels(kind).inc()
+            log.warning("record dead-lettered", extra={"ctx": {
+                "topic": letter.topic, "partition": letter.partition, "offset": letter.offset,
+                "reason": letter.reason}})
+            if len(self.stats.dead_letter_reasons) < MAX_KEPT_REASONS:
+                self.stats.dead_letter_reasons.append((letter.topic, letter.partition, letter.offset, letter.reason))
+        for event, record in zip(parsed.events, parsed.event_records, strict=True):
+            if record.key is not None and record.key != event.conversation_id.encode("utf-8"):
+                log.warning("event keyed by something other than its conversation id; per-conversation order "
+                            "is not guaranteed for it", extra={"ctx": {"event_id": event.event_id,
+                                                                      "partition": record.partition}})
+
+    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        owned = set(self.consumer.assignment())
+        mine = {tp: om for tp, om in offsets.items() if tp in owned}
+        if mine:
+            try:
+                self.consumer.commit(offsets=mine, timeout_ms=CLIENT_TIMEOUT_MS)
+            except _REBALANCED as exc:
+                log.warning("offsets not committed: the group rebalanced during the batch; the new owner "
+                            "re-reads these records and dedupe skips them", extra={"ctx": {"error": str(exc)}})
+            except KafkaError as exc:
+                raise BrokerUnavailableError(f"offset commit failed ({exc}); check the brokers") from exc
+            else:
+                for tp, om in mine.items():
+                    self.stats.committed[tp] = om.offset
+        with self._lock:
+            for tp in offsets:
+                self._pending.pop(tp, None)
+        self.stats.last_commit_at = time.time()
+
+    def _record_done(self, parsed: Parsed, seconds: float) -> None:
+        self.stats.batches += 1
+        self.metrics.batch_seconds.observe(seconds)
+        now_ms = time.time() * 1000
+        latencies = self.stats.latencies_ms
+        for record in parsed.event_records:
+            latency_ms = max(0.0, now_ms - record.timestamp)
+            self.metrics.ingest_latency.observe(latency_ms / 1000)
+            if latencies is not None:
+                latencies.append(latency_ms)
+
+    # -- outage handling -----------------------------------------------------------------------------------
+    def _pause(self) -> None:
+        self._paused = True
+        self.metrics.set_paused(True)
+        assigned = list(self.consumer.assignment())
+        if assigned:
+            self.consumer.pause(*assigned)
+
+    def _resume(self) -> None:
+        self._paused = False
+        self.metrics.set_paused(False)
+        paused = list(self.consumer.paused())
+        if paused:
+            self.consumer.resume(*paused)
+
+    def _idle(self, seconds: float) -> None:
+        """Wait while paused, polling so heartbeats and rebalances proceed. Records from partitions assigned
+        during the wait are put back (seek) and those partitions paused too."""
+        deadline = self.clock() + seconds
+        while True:
+            if self._stop.is_set():
+                raise WorkerStoppedError("stop requested while waiting for a dependency")
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                return
+            polled = self.consumer.poll(timeout_ms=max(1, int(min(remaining, 0.5) * 1000)))
+            self.metrics.loop_tick()
+            for tp, records in (polled or {}).items():
+                if records:
+                    self.consumer.seek(tp, records[0].offset)
+                    self.consumer.pause(tp)
+
+    # -- rebalance callbacks (IO thread) -------------------------------------------------------------------
+    def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        with self._lock:
+            pending = {tp: om for tp, om in self._pending.items() if tp in revoked}
+            for tp in pending:
+                self._pending.pop(tp, None)
+        if pending:
+            self.consumer.commit_async(offsets=pending)
+        self.metrics.set_assigned(max(0, self.metrics.assigned_count - len(revoked)))
+        log.info("partitions revoked", extra={"ctx": {"partitions": _names(revoked),
+                                                      "committed_on_revoke": len(pending)}})
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self._paused and assigned:
+            self.consumer.pause(*assigned)
+        self.metrics.set_assigned(len(self.consumer.assignment()))
+        log.info("partitions assigned", extra={"ctx": {"partitions": _names(assigned)}})
+
+    def _on_lost(self, lost: set[TopicPartition]) -> None:
+        with self._lock:
+            for tp in lost:
+                self._pending.pop(tp, None)
+        self.metrics.set_assigned(len(self.consumer.assignment()))
+        log.warning("partitions lost (session expired); their records go to the new owner",
+                    extra={"ctx": {"partitions": _names(lost)}})
+
+
+def _names(partitions: Iterable[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in partitions)
+
+
+def build_worker(settings: Settings, *, cases: CaseStore | None = None, metrics: WorkerMetrics | None = None,
+                 keep_latencies: bool = False) -> Worker:
+    """A worker wired to the configured services (``settings`` must already name them: see
+    ``embedded.with_services``). Everything the worker needs is created here, once."""
+    from pipeline.detectors import load_detectors
+    from pipeline.streaming.case_store import GuardedCaseStore, open_case_store
+    from pipeline.streaming.kafka_clients import new_consumer, new_producer
+    from pipeline.streaming.redis_store import RedisStateStore
+
+    if settings.redis_url is None:
+        raise ValueError("build_worker needs settings.redis_url; resolve services first")
+    store = RedisStateStore.from_url(settings.redis_url, prefix=settings.redis_key_prefix,
+                                     state_ttl_seconds=settings.state_ttl_seconds,
+                                     dedupe_ttl_seconds=settings.dedupe_ttl_seconds)
+    store.ping()
+    runner = DecisionRunner(store, load_detectors(settings))
+    case_store = GuardedCaseStore(cases if cases is not None else open_case_store(settings))
+    publisher = Publisher(new_producer(settings), settings)
+    return Worker(settings, consumer=new_consumer(settings), runner=runner, cases=case_store,
+                  publisher=publisher, metrics=metrics, keep_latencies=keep_latencies)
+
+
+def committed_all(targets: dict[TopicPartition, int]) -> Callable[[Worker], bool]:
+    """A ``stop_when`` for the demo and the benchmark: every target offset committed by this worker."""
+
+    def done(worker: Worker) -> bool:
+        return all(worker.stats.committed.get(tp, 0) >= end for tp, end in targets.items())
+
+    return done
+
+
+__all__: Sequence[str] = ["Batch", "Worker", "WorkerStats", "build_worker", "committed_all", "parse_records"]
