@@ -48,24 +48,34 @@ def replay_command(
     events: Annotated[Path, typer.Argument(help="Events JSONL (event-v1, one object per line).")],
     report: Annotated[Path, typer.Option("--report", help="Where to write the JSON report.")],
     rules_dir: Annotated[Path | None, typer.Option("--rules", help="Rule pack folder (default: rules/).")] = None,
+    persist: Annotated[bool, typer.Option("--persist", help="Also write cases, decision records and messages to the "
+                                          "case store (LIFEGUARD_DATABASE_URL; default: embedded SQLite).")] = False,
 ) -> None:
     """Run every event through the decision core with in-memory state and write a report."""
     if not events.is_file():
         fail(f"cannot read {events}: no such file")
     detectors = build_detectors(rules_dir)
     show_progress = sys.stderr.isatty()
+    sink = None
+    if persist:
+        from review.cli import open_store_or_fail
+
+        sink = open_store_or_fail(load_settings(rules_dir=rules_dir))
     try:
         if show_progress:
             total = _count_lines(events)
             with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=err) as progress:
                 task = progress.add_task("replay", total=total)
-                result = replay(events, detectors, on_progress=lambda n: progress.advance(task, n))
+                result = replay(events, detectors, sink=sink, on_progress=lambda n: progress.advance(task, n))
         else:
-            result = replay(events, detectors)
+            result = replay(events, detectors, sink=sink)
     except ReplayInputError as exc:
         fail(str(exc))
         return
+    finally:
+        if sink is not None:
+            sink.close()
     try:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(result.report(), indent=2) + "\n", encoding="utf-8")
@@ -74,6 +84,7 @@ def replay_command(
     err.print(
         f"replayed {result.events} events ({len(result.invalid)} invalid lines) in {result.timing['seconds']} s "
         f"= {result.timing['events_per_second']:.0f} events/s; {len(result.cases)} cases -> {report}"
+        + ("; cases, decision records and messages persisted to the case store" if persist else "")
     )
 
 
@@ -126,3 +137,8 @@ def main() -> None:  # pragma: no cover - console entry point
 from pipeline.streaming.cli import register as _register_streaming  # noqa: E402  (run, produce, cases, demo, stack)
 
 _register_streaming(app)
+from audit.cli import register as _register_audit  # noqa: E402  (audit verify, export, public-key, checkpoint)
+from review.cli import register as _register_review  # noqa: E402  (db upgrade, token, serve)
+
+_register_review(app)
+_register_audit(app)

@@ -184,6 +184,7 @@ class CaseActionRow(Base):
     reason_code: Mapped[str | None] = mapped_column(String(16))
     note: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UtcDateTime)
+    waited_seconds: Mapped[float | None] = mapped_column(Float)  # since the case (re)entered review: time to action
     audit_seq: Mapped[int | None] = mapped_column(BigInteger)
 
 

@@ -116,6 +116,7 @@ def upgrade() -> None:
     sa.Column('reason_code', sa.String(length=16), nullable=True),
     sa.Column('note', sa.Text(), nullable=True),
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('waited_seconds', sa.Float(), nullable=True),
     sa.Column('audit_seq', sa.BigInteger(), nullable=True),
     sa.ForeignKeyConstraint(['case_id'], ['cases.id'], name=op.f('fk_case_actions_case_id_cases')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_case_actions'))
