@@ -129,9 +129,9 @@ def list_cases(*, store: SqlCaseStore, principal: Principal, now: datetime, stat
         where.append(CaseRow.escalated.is_(False))
     elif escalated is not None:
         where.append(CaseRow.escalated.is_(escalated))
-    if status is CaseStatus.OPEN:
+    if status == CaseStatus.OPEN:
         where.append(claimable(now))
-    elif status is CaseStatus.CLAIMED:
+    elif status == CaseStatus.CLAIMED:
         where.append(and_(CaseRow.status == CaseStatus.CLAIMED, not_(lease_lapsed(now))))
     elif status is not None:
         where.append(CaseRow.status == status)
