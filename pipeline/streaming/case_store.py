@@ -26,6 +26,8 @@ class CaseStore(Protocol):
 
     def cases_report(self) -> list[dict[str, Any]]: ...
 
+    def close(self) -> None: ...
+
 
 class MemoryCaseStore:
     """Replay's in-memory sink behind the ``CaseStore`` port, for single-process tests. Not durable."""
@@ -42,6 +44,9 @@ class MemoryCaseStore:
 
     def cases_report(self) -> list[dict[str, Any]]:
         return self.sink.report()
+
+    def close(self) -> None:
+        return None
 
 
 def _outage_types() -> tuple[type[BaseException], ...]:
@@ -75,6 +80,9 @@ class GuardedCaseStore:
 
     def cases_report(self) -> list[dict[str, Any]]:
         return self.inner.cases_report()
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def open_case_store(settings: Settings) -> CaseStore:

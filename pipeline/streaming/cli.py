@@ -169,17 +169,25 @@ def cases_command(
 
 def cases_table(cases: list[dict[str, Any]], *, title: str, limit: int | None = None) -> Table:
     table = Table(title=title, title_justify="left")
-    table.add_column("conversation")
+    table.add_column("conversation", no_wrap=True)
     table.add_column("risk", justify="right")
     table.add_column("priority", justify="center")
     table.add_column("stages")
-    table.add_column("top reasons")
-    ranked = sorted(cases, key=lambda c: (c["priority"], -c["risk"], c["conversation_id"]))
-    for case in ranked[:limit]:
-        reasons = [r for r in case["reasons"] if r["kind"] != "age"][:3] or case["reasons"][:1]
+    table.add_column("top reasons (rule ids)")
+    for case in rank_cases(cases)[:limit]:
         table.add_row(case["conversation_id"], f"{case['risk']:.2f}", f"P{case['priority']}",
-                      ", ".join(case["stages"]), "\n".join(f"{r['id']}: {r['detail']}" for r in reasons))
+                      ", ".join(case["stages"]), "\n".join(top_reason_ids(case)))
     return table
+
+
+def rank_cases(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(cases, key=lambda c: (c["priority"], -c["risk"], c["conversation_id"]))
+
+
+def top_reason_ids(case: dict[str, Any], n: int = 3) -> list[str]:
+    """Distinct rule/model ids in the order they fired; the age-pairing reason only when nothing else."""
+    ids = list(dict.fromkeys(r["id"] for r in case["reasons"] if r["kind"] != "age"))
+    return ids[:n] or [r["id"] for r in case["reasons"][:1]]
 
 
 def demo_command(

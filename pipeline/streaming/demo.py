@@ -8,22 +8,23 @@ record is committed → the stored cases (SQLite), the dead letters, and a check
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shutil
+import threading
 import time
-from typing import Any
 
 from kafka import TopicPartition
 from rich.console import Console
 
 from pipeline.settings import Settings
-from pipeline.streaming.embedded import EmbeddedStack, with_services
+from pipeline.streaming.embedded import EmbeddedStack, free_port, port_open, with_services
 
 
 def run_demo(settings: Settings, *, conversations: int, seed: int, malformed: int, serve: bool) -> int:
     from pipeline.detectors import load_detectors
     from pipeline.replay import replay
-    from pipeline.streaming.cli import cases_table
+    from pipeline.streaming.cli import cases_table, rank_cases
     from pipeline.streaming.kafka_clients import ensure_topics
     from pipeline.streaming.produce import produce_file
     from pipeline.streaming.worker import Worker, build_worker, committed_all
@@ -39,12 +40,15 @@ def run_demo(settings: Settings, *, conversations: int, seed: int, malformed: in
     demo = settings.model_copy(update={"data_dir": root, "kafka_bootstrap": None, "redis_url": None,
                                        "database_url": None, "consumer_group": "lifeguard-demo",
                                        "metrics_port": None})
+    api: ReviewApi | None = None
     try:
         with console.status("starting the embedded stack (Kafka-compatible broker, Redis, SQLite)"):
             demo = with_services(demo)
             ensure_topics(demo)
         console.print(f"[green]✓[/] embedded stack: broker {demo.kafka_bootstrap}, redis {demo.redis_url}, "
                       f"sqlite {demo.sqlite_path()}")
+
+        api = start_review_api(demo, console)
 
         events_path = root / "events.jsonl"
         synth = generate(seed=seed, conversations=conversations, bank="train", grooming_share=0.3,
@@ -82,6 +86,12 @@ def run_demo(settings: Settings, *, conversations: int, seed: int, malformed: in
                                   limit=15))
         if len(cases) > 15:
             console.print(f"  … and {len(cases) - 15} more: [bold]lifeguard cases --data-dir {root}[/]")
+        if cases:
+            top = rank_cases(cases)[0]
+            console.print(f"\nWhy {top['conversation_id']} is first (each reason names its rule and version and "
+                          "the event that triggered it):")
+            for reason in top["reasons"][:8]:
+                console.print(f"  {reason['event_id']:>12}  {reason['id']}@{reason['version']}: {reason['detail']}")
         console.print(f"Of {len(grooming)} grooming conversations, {len(flagged & grooming)} were flagged; "
                       f"{len(flagged - grooming)} other conversations were flagged too.")
 
@@ -98,24 +108,55 @@ def run_demo(settings: Settings, *, conversations: int, seed: int, malformed: in
         else:
             console.print(f"\n[red]✗[/] differs from `lifeguard replay`: {len(expected)} cases there, {len(got)} here")
         console.print(f"\ndone in {time.perf_counter() - started:.1f} s. Files: {root}")
-        if serve:
-            _serve_review(demo, console)
+        if api is not None and serve:
+            console.print(f"review API still on {api.url}: Ctrl-C to stop")
+            stack.stop()  # the API reads only the database
+            api.wait()
         return 0 if expected == got and stats.dead_lettered == len(synth.malformed) else 1
     finally:
+        if api is not None:
+            api.close()
         stack.stop()
 
 
-def _serve_review(settings: Settings, console: Console) -> None:
+class ReviewApi:
+    """The review API on the demo database, in a background thread, with a moderator token to try it."""
+
+    def __init__(self, settings: Settings) -> None:
+        import uvicorn
+
+        from review.access import Role, create_token
+        from review.api import create_app
+        from review.store import open_case_store, utc_now
+
+        self.store = open_case_store(settings)
+        _, self.token = create_token(store=self.store, role=Role.MODERATOR, name="demo moderator", now=utc_now())
+        port = settings.api_port if not port_open(settings.api_host, settings.api_port) else free_port()
+        self.url = f"http://{settings.api_host}:{port}"
+        config = uvicorn.Config(create_app(self.store), host=settings.api_host, port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="review-api", daemon=True)
+        self.thread.start()
+
+    def wait(self) -> None:
+        """Serve until Ctrl-C."""
+        with contextlib.suppress(KeyboardInterrupt):
+            while self.thread.is_alive():
+                self.thread.join(0.5)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.store.close()
+
+
+def start_review_api(settings: Settings, console: Console) -> ReviewApi | None:
     if importlib.util.find_spec("review.api") is None:
-        console.print("(the review API is not installed in this build; `lifeguard cases` shows the cases)")
-        return
-    import uvicorn
-
-    from review.api import create_app
-
-    app: Any = create_app(settings)
-    console.print(f"review API on http://{settings.api_host}:{settings.api_port} (Ctrl-C to stop)")
-    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning")
+        return None
+    api = ReviewApi(settings)
+    console.print(f"[green]✓[/] review API on {api.url} (OpenAPI at {api.url}/docs); a moderator token:\n"
+                  f"    curl -H 'Authorization: Bearer {api.token}' {api.url}/v1/cases")
+    return api
 
 
 __all__ = ["run_demo"]

@@ -222,6 +222,7 @@ class Worker:
             self.consumer.close(autocommit=False, timeout_ms=CLIENT_TIMEOUT_MS)
         finally:
             self.publisher.close()
+            self.cases.close()
             log.info("worker stopped", extra={"ctx": self._summary()})
 
     def _summary(self) -> dict[str, Any]:
