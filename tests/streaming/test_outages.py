@@ -17,7 +17,7 @@ from pipeline.streaming.case_store import open_case_store
 from pipeline.streaming.embedded import free_port, port_open, redis_binary
 from pipeline.streaming.produce import produce_file
 from pipeline.streaming.worker import build_worker
-from tests.streaming.conftest import LIFEGUARD, Stream, World
+from tests.streaming.conftest import Stream, World
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
