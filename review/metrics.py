@@ -50,12 +50,12 @@ class ReviewCollector(Collector):
             live = CaseRow.status.in_([CaseStatus.OPEN.value, CaseStatus.CLAIMED.value])
             for clock_name, column, done in (("first_review", CaseRow.first_review_due_at, CaseRow.first_reviewed_at),
                                              ("decision", CaseRow.decision_due_at, CaseRow.decided_at)):
-                rows = dict(session.execute(select(CaseRow.priority, func.count()).where(
-                    live, column < now, done.is_(None)).group_by(CaseRow.priority)).tuples().all())
+                rows = {int(p): int(n) for p, n in session.execute(select(CaseRow.priority, func.count()).where(
+                    live, column < now, done.is_(None)).group_by(CaseRow.priority))}
                 for priority in sorted(SLA_TARGETS):
                     breached.add_metric([str(priority), clock_name], rows.get(priority, 0))
-            by_action = dict(session.execute(select(CaseActionRow.action, func.count())
-                                             .group_by(CaseActionRow.action)).tuples().all())
+            by_action = {str(a): int(n) for a, n in session.execute(
+                select(CaseActionRow.action, func.count()).group_by(CaseActionRow.action))}
             for action in Action:
                 decisions.add_metric([action.value], by_action.get(action.value, 0))
             waited = CaseActionRow.waited_seconds

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from review.api import cases, trail
-from review.api.deps import StoreDep
+from review.api.deps import StoreDep, reject_unknown_query
 from review.api.schemas import HealthOut
 from review.db import current_revision, head_revision
 from review.errors import (
@@ -39,6 +39,7 @@ def create_app(store: SqlCaseStore, *, clock: Callable[[], datetime] = utc_now) 
         version="1",
         description="Review queue, case evidence, moderator decisions and the verifiable audit trail. "
                     "Authenticate with `Authorization: Bearer <token>` (`lifeguard token create`).",
+        dependencies=[Depends(reject_unknown_query)],
     )
     app.state.store = store
     app.state.clock = clock
@@ -46,6 +47,9 @@ def create_app(store: SqlCaseStore, *, clock: Callable[[], datetime] = utc_now) 
 
     @app.exception_handler(ReviewError)
     def _review_error(_request: Request, exc: ReviewError) -> JSONResponse:
+        if isinstance(exc, InvalidDecisionError):  # same shape as FastAPI's own 422 answers
+            return JSONResponse({"detail": [{"loc": ["body"], "msg": str(exc), "type": "policy_violation"}]},
+                                status_code=422)
         return JSONResponse({"detail": str(exc)}, status_code=STATUS.get(type(exc), 400))
 
     @app.exception_handler(OperationalError)

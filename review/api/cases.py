@@ -8,8 +8,16 @@ from fastapi import APIRouter, Body, Path, Query
 
 from review import casework, evidence, queue
 from review.api.deps import NowDep, PrincipalDep, StoreDep, errors
-from review.api.schemas import CaseDetailOut, CasePageOut, CaseSummaryOut, ClaimNextOut, DecisionIn, EscalateIn
-from review.policy import CaseStatus
+from review.api.schemas import (
+    CaseDetailOut,
+    CasePageOut,
+    CaseSummaryOut,
+    ClaimNextOut,
+    DecisionIn,
+    EscalateDecisionIn,
+    EscalateIn,
+)
+from review.policy import Action, CaseStatus, ReasonCode
 
 router = APIRouter(prefix="/v1", tags=["cases"])
 
@@ -65,16 +73,20 @@ def release(store: StoreDep, principal: PrincipalDep, now: NowDep, case_id: Case
 
 
 @router.post("/cases/{case_id}/decision", response_model=CaseSummaryOut,
-             responses=errors(401, 403, 404, 409, 422))
+             responses=errors(400, 401, 403, 404, 409))
 def decide(store: StoreDep, principal: PrincipalDep, now: NowDep, case_id: CaseId,
            body: Annotated[DecisionIn, Body()]) -> queue.CaseSummary:
     """Decide a case you hold. Dismissed and warned cases reopen if the conversation's risk rises again;
     restricted, banned and reported cases close. reported_ncmec needs a senior."""
-    return casework.record_decision(store=store, principal=principal, case_id=case_id, action=body.action,
-                                    reason_code=body.reason_code, note=body.note, now=now)
+    if isinstance(body, EscalateDecisionIn):
+        return casework.escalate_case(store=store, principal=principal, case_id=case_id,
+                                      reason_code=body.reason_code, note=body.note, now=now)
+    return casework.record_decision(store=store, principal=principal, case_id=case_id, action=Action(body.action),
+                                    reason_code=ReasonCode(body.reason_code), note=body.note, now=now)
 
 
-@router.post("/cases/{case_id}/escalate", response_model=CaseSummaryOut, responses=errors(401, 403, 404, 409, 422))
+@router.post("/cases/{case_id}/escalate", response_model=CaseSummaryOut,
+             responses=errors(400, 401, 403, 404, 409))
 def escalate(store: StoreDep, principal: PrincipalDep, now: NowDep, case_id: CaseId,
              body: Annotated[EscalateIn, Body()]) -> queue.CaseSummary:
     """Send a case you hold to the senior queue."""

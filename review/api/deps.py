@@ -7,6 +7,9 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from review.access import Principal, authenticate
@@ -24,6 +27,27 @@ def get_store(request: Request) -> SqlCaseStore:
 def get_now(request: Request) -> datetime:
     clock: Callable[[], datetime] = request.app.state.clock
     return clock()
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def reject_unknown_query(request: Request) -> None:
+    """A misspelt filter (``?statuss=open``) must not silently widen a listing: unknown query parameters are
+    a 422 naming them."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.query_params:
+        return
+    known = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        allowed = ", ".join(sorted(known)) or "none"
+        raise RequestValidationError([{"loc": ("query", name), "type": "extra_forbidden", "input": None,
+                                       "msg": f"unknown query parameter (allowed: {allowed})"} for name in unknown])
 
 
 def get_principal(
@@ -49,7 +73,9 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI response docs for the error statuses a route may return."""
-    text = {401: "Missing, unknown or revoked token", 403: "The token's role may not do this",
-            404: "No such case", 409: "The case is not in a state that allows this",
-            422: "The request is malformed or breaks a policy rule"}
+    text = {400: "The body could not be parsed (e.g. not UTF-8)",
+            401: "Missing, unknown or revoked token",
+            403: "The token's role may not do this",
+            404: "No such case",
+            409: "The case is not in a state that allows this"}
     return {code: {"model": ErrorOut, "description": text[code]} for code in codes}

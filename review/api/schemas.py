@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from review.casework import MAX_NOTE
-from review.policy import Action, ReasonCode
+from review.policy import ReasonCode
 
 
 class _Out(BaseModel):
@@ -189,10 +189,41 @@ Note = Annotated[str, Field(max_length=MAX_NOTE, description="Free text kept in 
                                                              "trail keeps only its hash.")]
 
 
-class DecisionIn(_In):
-    action: Action
-    reason_code: ReasonCode = Field(description="Policy reason code; dismissals cite NV-1 or NV-2.")
+# Plain string literals (not enum members) so validation messages read "Input should be 'NV-1' or 'NV-2'".
+# tests/review/test_api.py checks they partition review.policy.ReasonCode and Action exactly.
+NoViolationCode = Literal["NV-1", "NV-2"]
+ViolationCode = Literal["AGE-1.1", "AGE-2.1", "CSE-1.1", "CSE-1.2", "CSE-1.3", "CSE-1.4", "CSE-2.1", "CSE-2.2",
+                        "CSE-3.1", "CSE-3.2", "CSE-4.1", "CSE-5.1"]
+EnforcementAction = Literal["warned", "restricted", "banned", "reported_ncmec"]
+
+
+class DismissIn(_In):
+    """A dismissal cites a no-violation code."""
+
+    action: Literal["dismissed"]
+    reason_code: NoViolationCode
     note: Note = ""
+
+
+class EnforceIn(_In):
+    """An enforcement cites the violated policy. reported_ncmec needs a senior."""
+
+    action: EnforcementAction
+    reason_code: ViolationCode
+    note: Note = ""
+
+
+class EscalateDecisionIn(_In):
+    """Same as POST /escalate."""
+
+    action: Literal["escalated"]
+    reason_code: ReasonCode | None = None
+    note: Note = ""
+
+
+# The policy rule "dismissals cite NV-*, enforcement cites a violation" lives in the schema itself, so every
+# schema-valid body is acceptable and the OpenAPI document tells clients exactly what to send.
+DecisionIn = Annotated[DismissIn | EnforceIn | EscalateDecisionIn, Field(discriminator="action")]
 
 
 class EscalateIn(_In):
