@@ -111,11 +111,36 @@ class ClassifierContext:
 
 
 @dataclass(frozen=True, slots=True)
+class FusionInputs:
+    """What a learned fusion may use for a conversation's local risk: only what ``decide`` already has."""
+
+    evidence: Mapping[str, float]  # decayed stage evidence after this event
+    pair: PairAssessment
+    rule_hits: int  # enforce-mode rule hits in the conversation so far, this event's included
+    events: int  # events in the conversation so far, this one included
+    older_contacts: int  # the older party's other private conversations with minors (fan-out), before this event
+
+
+class RiskFusion(Protocol):
+    """Replaces the hand-tuned ``pair.factor * stage_score(evidence)`` with a learned local risk in [0, 1].
+
+    Must be deterministic. Its output feeds ``combine`` and the fan-out sweep exactly like the hand-tuned value.
+    """
+
+    name: str
+    version: str
+    sha256: str
+
+    def local_risk(self, inputs: FusionInputs) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
 class Detectors:
     rules: RuleBook
     classifiers: tuple[MessageClassifier, ...] = ()
     case_threshold: float = CASE_THRESHOLD
     model_weight: float = 0.55  # how much a classifier probability counts as stage evidence
+    fusion: RiskFusion | None = None  # None: the hand-tuned weights of pipeline.risk
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +322,15 @@ def decide(event: Event, snapshot: Snapshot, detectors: Detectors, text: Normali
     if event.type is EventType.CHAT_MESSAGE:
         messages_by_user[event.actor.user_id] = messages_by_user.get(event.actor.user_id, 0) + 1
 
-    local_risk = pair.factor * stage_score(evidence)
+    if detectors.fusion is None:
+        local_risk = pair.factor * stage_score(evidence)
+    else:
+        fusion = detectors.fusion
+        older = snapshot.profiles.get(pair.older) if pair.older is not None else None
+        contacts = sum(1 for c in older.contacts if c != conv_id) if older is not None else 0
+        local_risk = fusion.local_risk(FusionInputs(evidence, pair, sum(hit_counts.values()), before.events + 1,
+                                                    contacts))
+        model_info.append({"id": fusion.name, "version": fusion.version, "sha256": fusion.sha256})
     peak_local = max(before.peak_local, local_risk)
 
     profile_ops = _profile_ops(event, pair, before, peak_local, ts, snapshot.profiles)
@@ -524,9 +557,11 @@ __all__ = [
     "ClassifierContext",
     "Decision",
     "Detectors",
+    "FusionInputs",
     "MessageClassifier",
     "PlatformAction",
     "Reason",
+    "RiskFusion",
     "Snapshot",
     "StageScores",
     "case_id_for",

@@ -9,8 +9,14 @@ from pipeline.settings import Settings
 
 
 def load_detectors(settings: Settings, *, with_models: bool = True) -> Detectors:
+    """Rules plus the models in ``settings.models_dir`` (default: the ``models`` package), verified against
+    their manifest. A model that fails verification raises ``models.manifest.ModelArtifactError``: the process
+    stops rather than deciding without it (fail toward review, never toward allow)."""
     rules = load_rulebook(settings.rules_dir)
     if not with_models:
         return Detectors(rules=rules, case_threshold=settings.case_threshold)
-    # The classifier issue plugs trained models in here (models.load_models), verified against their manifest.
-    return Detectors(rules=rules, case_threshold=settings.case_threshold)
+    from models.loader import load_models  # deferred: numpy/onnxruntime load only when models are wanted
+
+    loaded = load_models(settings.models_dir)
+    return Detectors(rules=rules, classifiers=loaded.classifiers, case_threshold=settings.case_threshold,
+                     fusion=loaded.fusion)

@@ -1,0 +1,209 @@
+"""Exemplar similarity (Sentinel's idea, improved): compare a message with positive exemplars of each grooming
+stage and with negative exemplars (benign chat, hard negatives first), top-k contrast, calibrated per stage.
+
+Per stage ``s``: ``contrast = mean(top-k cos to positives of s) - mean(top-k cos to negatives)``, then
+``p = 1 / (1 + exp(-(a_s * contrast + b_s)))`` with ``a_s, b_s`` fitted on messages that are not in the banks.
+The nearest positive exemplars are returned as evidence so a moderator sees *why* a paraphrase scored.
+
+Cascade (the encoder is ~50x dearer than the n-gram model, so it never sees most messages). A message is
+embedded only when all of these hold (``CascadePolicy``):
+
+1. the conversation's age pair is risky: ``adult_minor``, ``unknown_minor`` or ``older_minor``;
+2. the sender is the older party of that pair;
+3. the conversation already carries risk (peak risk ≥ ``min_conversation_risk``) or the n-gram stage model
+   gives some stage ≥ ``min_stage_probability``.
+
+The gate is a pure function of the text and the ``ClassifierContext``, so ``score`` gives the same result with
+or without ``prime``. Embeddings are memoised per text. ``prime`` does no embedding: the gate needs each
+event's context, which only ``score`` receives, and per-text encoder calls cost the same as batched ones
+(see ``models.encoder``). ``stats`` counts how many messages reach the encoder (the cascade share).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.encoder import F32, OnnxSentenceEncoder, SentenceEncoder
+from models.manifest import Manifest, ModelArtifactError
+from models.stage import StageClassifier
+from pipeline.decision import ClassifierContext, StageScores
+from pipeline.normalise import NormalisedText
+
+EXEMPLAR_MODEL_ID = "exemplar-minilm"
+BANKS_FILE = "exemplar/banks.json"
+EMBEDDINGS_FILE = "exemplar/embeddings.safetensors"
+ENCODER_FILE = "exemplar/minilm-l6-int8.onnx"
+TOKENIZER_FILE = "exemplar/tokenizer.json"
+RISKY_RELATIONS = frozenset({"adult_minor", "unknown_minor", "older_minor"})
+CACHE_LIMIT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class CascadePolicy:
+    relations: frozenset[str] = RISKY_RELATIONS
+    older_only: bool = True
+    min_conversation_risk: float = 0.2
+    min_stage_probability: float = 0.3
+
+    def admits(self, context: ClassifierContext, stage_max: float) -> bool:
+        if context.pair.relation not in self.relations:
+            return False
+        if self.older_only and context.sender_role != "older":
+            return False
+        return context.conversation_risk >= self.min_conversation_risk or stage_max >= self.min_stage_probability
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"relations": sorted(self.relations), "older_only": self.older_only,
+                "min_conversation_risk": self.min_conversation_risk,
+                "min_stage_probability": self.min_stage_probability}
+
+
+@dataclass(frozen=True, slots=True)
+class ExemplarBank:
+    stages: tuple[str, ...]
+    positives: dict[str, F32]  # stage -> (n, dim) unit rows
+    positive_texts: dict[str, tuple[str, ...]]
+    negatives: F32
+    negative_texts: tuple[str, ...]
+    k: int
+    calibration: dict[str, tuple[float, float]]  # stage -> (a, b)
+
+    def contrasts(self, vectors: F32) -> F32:
+        """(n, stages) top-k contrast of each row against each stage's positives and the negatives."""
+        neg = _top_k_mean(vectors @ self.negatives.T, self.k)
+        cols = [_top_k_mean(vectors @ self.positives[s].T, self.k) - neg for s in self.stages]
+        return np.stack(cols, axis=1).astype(np.float32)
+
+    def probabilities(self, contrasts: F32) -> F32:
+        a = np.asarray([self.calibration[s][0] for s in self.stages], dtype=np.float64)
+        b = np.asarray([self.calibration[s][1] for s in self.stages], dtype=np.float64)
+        out: F32 = (1.0 / (1.0 + np.exp(-(a * contrasts.astype(np.float64) + b)))).astype(np.float32)
+        return out
+
+    def nearest(self, vector: F32, stage: str, count: int = 2) -> tuple[tuple[str, float], ...]:
+        sims = self.positives[stage] @ vector
+        order = np.argsort(-sims, kind="stable")[:count]
+        return tuple((self.positive_texts[stage][i], round(float(sims[i]), 4)) for i in order)
+
+
+def _top_k_mean(sims: F32, k: int) -> F32:
+    k = min(k, sims.shape[1])
+    part = np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:]
+    out: F32 = part.mean(axis=1)
+    return out
+
+
+@dataclass(slots=True)
+class CascadeStats:
+    scored: int = 0  # score() calls
+    admitted: int = 0  # passed the cascade gate (the encoder's view of the stream)
+    encoded: int = 0  # distinct texts actually embedded (cache misses)
+    by_relation: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        share = self.admitted / self.scored if self.scored else 0.0
+        return {"messages": self.scored, "admitted": self.admitted, "encoded": self.encoded,
+                "share": round(share, 4), "admitted_by_relation": dict(sorted(self.by_relation.items()))}
+
+
+class ExemplarClassifier:
+    """``MessageClassifier``: calibrated top-k exemplar contrast per stage, behind the cascade gate."""
+
+    def __init__(self, encoder: SentenceEncoder, bank: ExemplarBank, stage_model: StageClassifier, *,
+                 policy: CascadePolicy | None = None, name: str = EXEMPLAR_MODEL_ID, version: str,
+                 sha256: str) -> None:
+        self.encoder = encoder
+        self.bank = bank
+        self.stage_model = stage_model
+        self.policy = policy or CascadePolicy()
+        self.name = name
+        self.version = version
+        self.sha256 = sha256
+        self.stats = CascadeStats()
+        self._cache: dict[str, tuple[tuple[float, ...], tuple[str, ...]]] = {}
+
+    def prime(self, texts: Sequence[NormalisedText]) -> None:
+        """Nothing to warm: the gate depends on each event's context (see the module docstring)."""
+
+    def score(self, text: NormalisedText, context: ClassifierContext) -> StageScores | None:
+        self.stats.scored += 1
+        stage_max = max(self.stage_model.probabilities(text.text), default=0.0)
+        if not self.policy.admits(context, stage_max):
+            return None
+        self.stats.admitted += 1
+        relation = context.pair.relation
+        self.stats.by_relation[relation] = self.stats.by_relation.get(relation, 0) + 1
+        cached = self._cache.get(text.text)
+        if cached is None:
+            cached = self._compute(text.text)
+        probs, evidence = cached
+        return StageScores(self.name, self.version, self.sha256, dict(zip(self.bank.stages, probs, strict=True)),
+                           evidence)
+
+    def _compute(self, text: str) -> tuple[tuple[float, ...], tuple[str, ...]]:
+        self.stats.encoded += 1
+        vector = self.encoder.encode([text])
+        probs = np.round(self.bank.probabilities(self.bank.contrasts(vector))[0].astype(np.float64), 4)
+        best = self.bank.stages[int(np.argmax(probs))]
+        evidence = tuple(f"{best}: {t!r} (cos {s:.2f})" for t, s in self.bank.nearest(vector[0], best))
+        result = (tuple(float(p) for p in probs), evidence)
+        if len(self._cache) >= CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[text] = result
+        return result
+
+
+def export_bank(bank: ExemplarBank, root: Path) -> list[str]:
+    from safetensors.numpy import save_file
+
+    (root / "exemplar").mkdir(parents=True, exist_ok=True)
+    meta = {"stages": list(bank.stages), "k": bank.k,
+            "positive_texts": {s: list(bank.positive_texts[s]) for s in bank.stages},
+            "negative_texts": list(bank.negative_texts),
+            "calibration": {s: list(bank.calibration[s]) for s in bank.stages}}
+    (root / BANKS_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    tensors = {f"pos_{s}": np.ascontiguousarray(bank.positives[s], dtype=np.float32) for s in bank.stages}
+    tensors["neg"] = np.ascontiguousarray(bank.negatives, dtype=np.float32)
+    save_file(tensors, str(root / EMBEDDINGS_FILE))
+    return [BANKS_FILE, EMBEDDINGS_FILE]
+
+
+def read_bank(banks_path: Path, embeddings_path: Path) -> ExemplarBank:
+    from safetensors.numpy import load_file
+
+    try:
+        meta = json.loads(banks_path.read_text(encoding="utf-8"))
+        tensors = load_file(str(embeddings_path))
+        stages = tuple(str(s) for s in meta["stages"])
+        return ExemplarBank(
+            stages=stages,
+            positives={s: tensors[f"pos_{s}"] for s in stages},
+            positive_texts={s: tuple(meta["positive_texts"][s]) for s in stages},
+            negatives=tensors["neg"],
+            negative_texts=tuple(meta["negative_texts"]),
+            k=int(meta["k"]),
+            calibration={s: (float(meta["calibration"][s][0]), float(meta["calibration"][s][1])) for s in stages},
+        )
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise ModelArtifactError(f"exemplar banks in {banks_path.parent} are malformed: {exc}") from None
+
+
+def load_exemplar_classifier(manifest: Manifest, stage_model: StageClassifier,
+                             policy: CascadePolicy | None = None) -> ExemplarClassifier:
+    bank = read_bank(manifest.verified_path(BANKS_FILE), manifest.verified_path(EMBEDDINGS_FILE))
+    encoder = OnnxSentenceEncoder(manifest.verified_path(ENCODER_FILE), manifest.verified_path(TOKENIZER_FILE),
+                                  name="all-MiniLM-L6-v2-int8")
+    entry = manifest.models.get(EXEMPLAR_MODEL_ID, {})
+    if policy is None and isinstance(entry.get("cascade"), dict):
+        raw = entry["cascade"]
+        policy = CascadePolicy(frozenset(raw["relations"]), bool(raw["older_only"]),
+                               float(raw["min_conversation_risk"]), float(raw["min_stage_probability"]))
+    return ExemplarClassifier(encoder, bank, stage_model, policy=policy,
+                              version=str(entry.get("version", manifest.version)),
+                              sha256=manifest.model_sha256(EXEMPLAR_MODEL_ID))

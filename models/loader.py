@@ -1,0 +1,41 @@
+"""Load the shipped models once at process start (never at import), verified against the manifest.
+
+Failure policy: any missing, altered or unreadable artifact raises ``ModelArtifactError`` and the process
+does not start. A worker that cannot load its models consumes nothing, so its events wait in Kafka for a
+healthy worker: no message is ever allowed because a classifier was unavailable. Running rules-only is an
+explicit operator choice (``load_detectors(..., with_models=False)``), never a silent fallback; scoring errors
+at run time are bugs and crash the worker without committing, so the batch is decided again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.exemplar import load_exemplar_classifier
+from models.fusion import FUSION_MODEL_ID, LogisticRiskFusion, load_fusion
+from models.manifest import read_manifest
+from models.stage import load_stage_classifier
+from pipeline.decision import MessageClassifier
+
+MODELS_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModels:
+    classifiers: tuple[MessageClassifier, ...]
+    fusion: LogisticRiskFusion | None
+    version: str
+
+
+def load_models(root: Path | None = None, *, exemplar: bool = True, fusion: bool | None = None) -> LoadedModels:
+    """The stage classifier, the exemplar classifier (cascade) and, when training adopted it (or ``fusion`` is
+    True), the learned fusion."""
+    manifest = read_manifest(root or MODELS_DIR)
+    stage = load_stage_classifier(manifest)
+    classifiers: tuple[MessageClassifier, ...] = (stage,)
+    if exemplar:
+        classifiers = (stage, load_exemplar_classifier(manifest, stage))
+    adopted = bool(manifest.models.get(FUSION_MODEL_ID, {}).get("adopted", False))
+    use_fusion = adopted if fusion is None else fusion
+    return LoadedModels(classifiers, load_fusion(manifest) if use_fusion else None, manifest.version)
