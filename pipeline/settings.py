@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     platform_name: str = "Lifeguard demo platform"
     reporter_name: str = "Trust & Safety team"
     reporter_email: str = "safety@example.org"
+    dsa_notice_source: str = "SOURCE_ARTICLE_16"  # source_type for cases opened by a user report (see compliance/)
+    # Retention: days after a case's final decision before its messages' text and notes are purged
+    # (`lifeguard retention apply`); open and claimed cases are never purged.
+    retention_dismissed_days: int = Field(90, ge=1)
+    retention_warned_days: int = Field(365, ge=1)
+    retention_restricted_days: int = Field(365, ge=1)
+    retention_banned_days: int = Field(365, ge=1)
+    retention_reported_days: int = Field(365, ge=365)  # REPORT Act 2024: kept at least a year after the report
 
     def sqlite_path(self) -> Path:
         return self.data_dir / "lifeguard.db"
