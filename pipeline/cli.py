@@ -142,3 +142,6 @@ from review.cli import register as _register_review  # noqa: E402  (db upgrade, 
 
 _register_review(app)
 _register_audit(app)
+from compliance.cli import register as _register_compliance  # noqa: E402  (export dsa|ncmec|transparency, retention)
+
+_register_compliance(app)
