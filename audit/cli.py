@@ -58,14 +58,17 @@ def verify(
             _fail(str(exc))
             return
     else:
+        from sqlalchemy.orm import Session
+
+        from audit.log import snapshot
         from review.cli import open_store_or_fail
         from review.integrity import check_decision_records
 
         store = open_store_or_fail(load_settings())
         try:
-            with store.sessions() as session:
-                report = store.audit.verify(session.connection(), key)
-                report.failures.extend(check_decision_records(session))
+            with snapshot(store.engine) as conn:
+                report = store.audit.verify(conn, key)
+                report.failures.extend(check_decision_records(Session(bind=conn)))
         finally:
             store.close()
     for warning in report.warnings:
@@ -87,6 +90,7 @@ def export(
 ) -> None:
     """Write every entry and checkpoint as JSONL, for offline verification by a third party."""
     from audit.export import write_export
+    from audit.log import snapshot
     from review.cli import open_store_or_fail
     from review.store import utc_now
 
@@ -97,9 +101,8 @@ def export(
                 store.audit.checkpoint(session.connection())
         tmp = out.with_name(out.name + ".tmp")
         out.parent.mkdir(parents=True, exist_ok=True)
-        with store.sessions() as session, tmp.open("w", encoding="utf-8", newline="\n") as handle:
-            entries, checkpoints = write_export(store.audit.stored(session.connection()), handle,
-                                                store.audit.public_key, utc_now())
+        with snapshot(store.engine) as conn, tmp.open("w", encoding="utf-8", newline="\n") as handle:
+            entries, checkpoints = write_export(store.audit.stored(conn), handle, store.audit.public_key, utc_now())
         tmp.replace(out)
     except OSError as exc:
         _fail(f"cannot write {out}: {exc.strerror or exc}")

@@ -31,11 +31,20 @@ from audit.chain import (
 )
 
 FORMAT = "lifeguard-audit/1"
+NOT_EXACT = "the line differs from the export format (a byte was changed)"
 ENTRY_MARKER = ',"entry":'
 
 
 class AuditFileError(RuntimeError):
     """The export file cannot be read or written. Operators: check the path."""
+
+
+def _entry_line(seq: int | None, stored_hash: str | None, text: str | None) -> str:
+    return f'{{"kind":"entry","seq":{seq},"hash":{json.dumps(stored_hash)}{ENTRY_MARKER}{text}}}'
+
+
+def _checkpoint_line(checkpoint: Checkpoint) -> str:
+    return json.dumps({"kind": "checkpoint", **checkpoint.to_json()}, separators=(",", ":"))
 
 
 def write_export(items: Iterable[StoredEntry | StoredCheckpoint], out: IO[str], public_key: Ed25519PublicKey,
@@ -46,11 +55,10 @@ def write_export(items: Iterable[StoredEntry | StoredCheckpoint], out: IO[str], 
     entries = checkpoints = 0
     for item in items:
         if isinstance(item, StoredEntry):
-            out.write(f'{{"kind":"entry","seq":{item.seq},"hash":{json.dumps(item.stored_hash)}'
-                      f'{ENTRY_MARKER}{item.text}}}\n')
+            out.write(_entry_line(item.seq, item.stored_hash, item.text) + "\n")
             entries += 1
         elif item.checkpoint is not None:
-            out.write(json.dumps({"kind": "checkpoint", **item.checkpoint.to_json()}, separators=(",", ":")) + "\n")
+            out.write(_checkpoint_line(item.checkpoint) + "\n")
             checkpoints += 1
     return entries, checkpoints
 
@@ -71,8 +79,10 @@ def _parse_line(number: int, line: str) -> StoredEntry | StoredCheckpoint:
             fields = {k: record[k] for k in ("seq", "head", "time", "key_id", "signature")}
             if seq is None or not all(isinstance(fields[k], str) for k in ("head", "time", "key_id", "signature")):
                 raise EntryFormatError("checkpoint fields have the wrong types")
-            return StoredCheckpoint(where, Checkpoint(seq, fields["head"], fields["time"], fields["key_id"],
-                                                      fields["signature"]))
+            checkpoint = Checkpoint(seq, fields["head"], fields["time"], fields["key_id"], fields["signature"])
+            if _checkpoint_line(checkpoint) != line:
+                raise EntryFormatError(NOT_EXACT)
+            return StoredCheckpoint(where, checkpoint)
         except (KeyError, EntryFormatError) as exc:
             return StoredCheckpoint(where, None, f"malformed checkpoint: {exc}")
     if kind != "entry":
@@ -84,7 +94,10 @@ def _parse_line(number: int, line: str) -> StoredEntry | StoredCheckpoint:
     marker = line.find(ENTRY_MARKER)
     if marker < 0 or not line.endswith("}"):
         return StoredEntry(where, seq, None, stored_hash, "entry field missing")
-    return StoredEntry(where, seq, line[marker + len(ENTRY_MARKER):-1], stored_hash)
+    text = line[marker + len(ENTRY_MARKER):-1]
+    if seq is None or _entry_line(seq, stored_hash, text) != line:
+        return StoredEntry(where, seq, None, stored_hash, NOT_EXACT)
+    return StoredEntry(where, seq, text, stored_hash)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str | None]]:

@@ -10,12 +10,13 @@ is always rows then chain and two writers cannot deadlock on it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Connection, func, insert, select, text
+from sqlalchemy import Connection, Engine, func, insert, select, text
 
 from audit.chain import (
     GENESIS,
@@ -148,6 +149,15 @@ class SqlAuditLog:
 
     def verify(self, conn: Connection, public_key: Ed25519PublicKey | None = None) -> VerifyReport:
         return verify_chain(self.stored(conn), public_key or self.public_key)
+
+
+@contextmanager
+def snapshot(engine: Engine) -> Iterator[Connection]:
+    """One consistent view for a multi-query read (export, verify) while workers keep appending: without it,
+    entries appended mid-read could appear after the checkpoint list was taken."""
+    level = "REPEATABLE READ" if engine.dialect.name == "postgresql" else "SERIALIZABLE"
+    with engine.connect().execution_options(isolation_level=level) as conn, conn.begin():
+        yield conn
 
 
 def _checkpoint(row: Mapping[str, Any]) -> Checkpoint:

@@ -37,10 +37,14 @@ def make_engine(settings: Settings) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+def writer(engine: Engine) -> Engine:
+    """The same pool, but SQLite transactions begin IMMEDIATE: a writer takes the write lock up front, so two
+    writers queue on busy_timeout instead of failing with 'database is locked' when a reader upgrades to a
+    writer. Read transactions stay DEFERRED and, with WAL, never wait for writers."""
+    return engine.execution_options(sqlite_begin="IMMEDIATE")
+
+
 def _sqlite_transactions(engine: Engine) -> None:
-    """Every SQLite transaction begins IMMEDIATE (takes the write lock up front) so two writers queue on
-    busy_timeout instead of failing with 'database is locked' when a reader upgrades to a writer. WAL lets
-    readers proceed meanwhile."""
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -53,7 +57,8 @@ def _sqlite_transactions(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        mode = "IMMEDIATE" if conn.get_execution_options().get("sqlite_begin") == "IMMEDIATE" else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 def _config(conn: Connection) -> Config:
@@ -83,7 +88,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Migrate to head; returns (revision before, revision after). Safe when several processes start at once:
     PostgreSQL migrations hold an advisory lock, SQLite ones the write lock."""
     try:
-        with engine.begin() as conn:
+        with writer(engine).begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
             before = MigrationContext.configure(conn).get_current_revision()

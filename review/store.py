@@ -31,7 +31,7 @@ from audit.log import PendingEntry, SqlAuditLog
 from pipeline.contract import Event
 from pipeline.decision import CaseUpdate, Decision, case_id_for
 from pipeline.settings import Settings
-from review.db import ensure_schema, make_engine
+from review.db import ensure_schema, make_engine, writer
 from review.models import (
     Base,
     CaseReasonRow,
@@ -113,7 +113,8 @@ class SqlCaseStore:
                  context_messages: int = 20, context_conversations: int = 10_000) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.sessions = sessionmaker(engine, expire_on_commit=False)  # reads
+        self.write_sessions = sessionmaker(writer(engine), expire_on_commit=False)
         self.audit = audit
         self.lease_seconds = lease_seconds
         self.clock = clock
@@ -121,7 +122,8 @@ class SqlCaseStore:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        with self.sessions.begin() as session:
+        """A write transaction (committed on success, rolled back on error)."""
+        with self.write_sessions.begin() as session:
             yield session
 
     def close(self) -> None:

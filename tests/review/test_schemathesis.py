@@ -21,7 +21,7 @@ from review.store import SqlCaseStore
 from tests.review import conversations as conv
 from tests.review.databases import FakeClock
 
-MAX_EXAMPLES = 20
+MAX_EXAMPLES = 12
 
 
 def fuzz(strategy: Any, headers: dict[str, str], real_id: Callable[[], str] | None) -> None:
