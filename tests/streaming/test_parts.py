@@ -145,6 +145,25 @@ def test_json_logs_carry_context_fields() -> None:
     assert (line["partition"], line["offset"], line["reason"]) == (3, 41, "not JSON")
 
 
+def test_database_outages_become_retryable_and_bugs_do_not() -> None:
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from pipeline.streaming.case_store import GuardedCaseStore, MemoryCaseStore
+
+    class Failing(MemoryCaseStore):
+        error: Exception = OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+        def apply(self, updates: object, decisions: object, events: object = ()) -> None:
+            raise self.error
+
+    store = Failing()
+    with pytest.raises(DatabaseUnavailableError, match="check the database"):
+        GuardedCaseStore(store).apply([], [], [])
+    store.error = IntegrityError("INSERT", {}, Exception("duplicate key"))
+    with pytest.raises(IntegrityError):
+        GuardedCaseStore(store).apply([], [], [])
+
+
 @pytest.mark.services
 def test_embedded_stack_starts_once_is_found_again_and_stops(tmp_path: Path) -> None:
     stack = EmbeddedStack(tmp_path)
