@@ -203,7 +203,7 @@ def demo_command(
     from pipeline.streaming.demo import run_demo
     from pipeline.streaming.logs import configure_logging
 
-    configure_logging("WARNING")
+    configure_logging("ERROR")  # the demo reports dead letters and retries itself
     settings = load_settings(data_dir=data_dir)
     code = run_demo(settings, conversations=conversations, seed=seed, malformed=malformed,
                     serve=sys.stdout.isatty() if serve is None else serve)

@@ -176,6 +176,7 @@ class EmbeddedStack:
             if process.poll() is not None or time.monotonic() > deadline:
                 with contextlib.suppress(OSError):
                     process.kill()
+                process.wait(5)
                 raise EmbeddedServiceError(f"embedded {name} did not start (exit code {process.poll()}); "
                                            f"see {log_path}")
             time.sleep(0.05)
@@ -199,17 +200,26 @@ class EmbeddedStack:
         return self._spawn("redis", argv, port)
 
 
+def _reap(pid: int) -> None:
+    """Collect the exit status if the service is our own child (else it is not ours to reap)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
 def _terminate(pid: int, timeout: float = 5.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not pid_alive(pid):
+            break
         time.sleep(0.05)
-    if pid_alive(pid):
+    else:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    _reap(pid)
 
 
 def with_services(settings: Settings) -> Settings:
