@@ -21,8 +21,6 @@ from pipeline.settings import Settings
 from review.db import make_engine, upgrade
 
 ADMIN_DSN = os.environ.get("LIFEGUARD_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
-TABLES = ("case_actions", "case_reasons", "case_subjects", "case_updates", "decision_records", "messages",
-          "api_tokens", "audit_checkpoints", "audit_entries", "cases")
 
 
 @dataclass
@@ -70,8 +68,10 @@ class ThrowawayPostgres:
         engine = create_engine(self.url)
         with engine.begin() as conn:
             conn.execute(text("SET LOCAL session_replication_role = replica"))
-            for table in TABLES:  # DELETE beats TRUNCATE on tables this small
-                conn.execute(text(f"DELETE FROM {table}"))
+            tables = conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                                       "AND tablename <> 'alembic_version'")).scalars().all()
+            for table in sorted(tables, key=lambda t: t == "cases"):  # rows pointing at cases go first
+                conn.execute(text(f'DELETE FROM "{table}"'))  # DELETE beats TRUNCATE on tables this small
         engine.dispose()
 
 
