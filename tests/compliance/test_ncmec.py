@@ -52,7 +52,7 @@ def test_bundle_for_a_reported_case(world: World, tmp_path: Path) -> None:
 
     preservation = json.loads(files[f"{subject}/preservation.json"])["preservation"]
     reported_at = datetime.fromisoformat(preservation["reported_at"])
-    assert DECIDED_AT <= reported_at and preservation["preserve_until"] == preservation_expiry(reported_at).isoformat()
+    assert reported_at >= DECIDED_AT and preservation["preserve_until"] == preservation_expiry(reported_at).isoformat()
     assert preservation["preserve_until"].startswith("2027-03-20")
     assert preservation["cases"][0]["messages"] == len(conv.MEETING)
     check_manifest(tmp_path / "nc", world.store, "ncmec")
