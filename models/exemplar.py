@@ -1,7 +1,8 @@
 """Exemplar similarity (Sentinel's idea, improved): compare a message with positive exemplars of each grooming
 stage and with negative exemplars (benign chat, hard negatives first), top-k contrast, calibrated per stage.
 
-Per stage ``s``: ``contrast = mean(top-k cos to positives of s) - mean(top-k cos to negatives)``, then
+Per stage ``s``: ``contrast = topk(s) - max(topk(negatives), max over other stages t of topk(t))``, where
+``topk(x)`` is the mean cosine similarity to the k nearest exemplars of ``x``; then
 ``p = 1 / (1 + exp(-(a_s * contrast + b_s)))`` with ``a_s, b_s`` fitted on messages that are not in the banks.
 The nearest positive exemplars are returned as evidence so a moderator sees *why* a paraphrase scored.
 
@@ -75,9 +76,15 @@ class ExemplarBank:
     calibration: dict[str, tuple[float, float]]  # stage -> (a, b)
 
     def contrasts(self, vectors: F32) -> F32:
-        """(n, stages) top-k contrast of each row against each stage's positives and the negatives."""
+        """(n, stages) top-k similarity to each stage's positives minus the best competing top-k similarity
+        (the negatives or any other stage), so a message resembling grooming in general does not score on
+        every stage at once."""
         neg = _top_k_mean(vectors @ self.negatives.T, self.k)
-        cols = [_top_k_mean(vectors @ self.positives[s].T, self.k) - neg for s in self.stages]
+        pos = np.stack([_top_k_mean(vectors @ self.positives[s].T, self.k) for s in self.stages], axis=1)
+        cols = []
+        for j in range(len(self.stages)):
+            others = np.delete(pos, j, axis=1).max(axis=1) if len(self.stages) > 1 else neg
+            cols.append(pos[:, j] - np.maximum(neg, others))
         return np.stack(cols, axis=1).astype(np.float32)
 
     def probabilities(self, contrasts: F32) -> F32:

@@ -3,8 +3,8 @@ and fan-out, replacing the hand-tuned ``pair.factor * stage_score(evidence)`` wh
 
 The output is shifted so that the chosen operating point (the case threshold picked for a stated
 false-positive rate on validation conversations) maps to 0.5, the pipeline's case threshold: operators keep
-one threshold setting whether or not fusion is on. Two hard zeros stay, as in the hand-tuned path: a
-parent-linked pair (factor 0) and a conversation without any stage evidence get no risk.
+one threshold setting whether or not fusion is on. Two hard zeros stay: a parent-linked pair (factor 0), as
+in the hand-tuned path, and a conversation with no evidence beyond flattery (``beyond_flattery``).
 """
 
 from __future__ import annotations
@@ -56,8 +56,13 @@ def features(inputs: FusionInputs) -> list[float]:
     return out
 
 
-def has_evidence(inputs: FusionInputs) -> bool:
-    return any(v >= 1e-4 for v in inputs.evidence.values())
+def beyond_flattery(inputs: FusionInputs) -> bool:
+    """Policy guard: some stage other than trust building has reached the progression level.
+
+    Flattery from an adult to a child is common and mostly harmless (coaches, relatives whose accounts are not
+    linked); on its own it never opens a case, whatever the synthetic training data would allow. Measured on
+    the held-out set it delays the median flag from 3 to 7 events and changes no other figure (model card)."""
+    return any(v >= PROGRESSION_LEVEL for s, v in inputs.evidence.items() if s != Stage.TRUST_BUILDING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +81,7 @@ class LogisticRiskFusion:
         return _sigmoid(z)
 
     def local_risk(self, inputs: FusionInputs) -> float:
-        if inputs.pair.factor <= 0.0 or not has_evidence(inputs):
+        if inputs.pair.factor <= 0.0 or not beyond_flattery(inputs):
             return 0.0
         z = self.bias + math.fsum(w * x for w, x in zip(self.weights, features(inputs), strict=True))
         return round(_sigmoid(z - _logit(self.threshold)), 6)

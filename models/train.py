@@ -42,7 +42,7 @@ from models.exemplar import (
     ExemplarClassifier,
     export_bank,
 )
-from models.fusion import FUSION_MODEL_ID, LogisticRiskFusion, feature_names, features, write_fusion
+from models.fusion import FUSION_MODEL_ID, LogisticRiskFusion, beyond_flattery, feature_names, features, write_fusion
 from models.manifest import write_manifest
 from models.ngram import CalibratedLinear, NgramModel, TfidfBlock
 from models.stage import STAGE_MODEL_ID, StageClassifier, export_ngram
@@ -75,12 +75,11 @@ def fit_ngram(texts: Sequence[str], targets: np.ndarray, weights: np.ndarray | N
 
     Platt scaling is fitted on out-of-fold scores with folds split by template (``groups``): renderings of one
     template in both the fitting and the calibration folds would make the calibration overconfident."""
-    from sklearn.model_selection import GroupKFold
-
     from scipy import sparse
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
 
     char = TfidfVectorizer(analyzer="char_wb", ngram_range=CHAR_NGRAMS, min_df=2, max_features=CHAR_MAX_FEATURES,
                            sublinear_tf=True, dtype=np.float64)
@@ -201,7 +200,7 @@ def build_bank(encoder: SentenceEncoder, bank_messages: Sequence[Message],
     y = _targets(calib)
     calibration: dict[str, tuple[float, float]] = {}
     for j, stage in enumerate(LABELS):
-        lr = LogisticRegression(C=100.0, class_weight="balanced", max_iter=1000)
+        lr = LogisticRegression(C=100.0, max_iter=1000)  # unweighted: probabilities, not a balanced score
         lr.fit(contrasts[:, j : j + 1].astype(np.float64), y[:, j])
         calibration[stage] = (round(float(lr.coef_[0, 0]), 6), round(float(lr.intercept_[0]), 6))
     return ExemplarBank(bank.stages, bank.positives, bank.positive_texts, bank.negatives, bank.negative_texts,
@@ -217,10 +216,12 @@ class RecordingFusion:
     sha256 = "0"
 
     def __init__(self) -> None:
-        self.rows: list[list[float]] = []
+        self.rows: list[list[float] | None] = []
 
     def local_risk(self, inputs: FusionInputs) -> float:
-        self.rows.append(features(inputs))
+        # rows the fusion's guards zero are recorded as None: they are never scored by the fusion
+        guarded = inputs.pair.factor > 0.0 and beyond_flattery(inputs)
+        self.rows.append(features(inputs) if guarded else None)
         return inputs.pair.factor * stage_score(inputs.evidence)
 
 
@@ -250,8 +251,8 @@ def collect(paths: Sequence[Path], rules: RuleBook, classifiers: tuple[MessageCl
             grooming = labels.get(conv, {}).get("label") == "grooming"
             if decision.event_id in staged:
                 started.add(conv)
-            if grooming and conv not in started:
-                continue  # before the first grooming-stage message: nothing to learn either way
+            if row is None or (grooming and conv not in started):
+                continue  # zeroed by the guards, or before the first grooming-stage message
             rows.append(row)
             convs.append(conv)
             y.append(int(grooming))
@@ -287,9 +288,9 @@ def choose_threshold(peaks: dict[str, float], labels: dict[str, dict[str, Any]],
                      target_fpr: float) -> tuple[float, dict[str, Any]]:
     """Among thresholds whose false-positive rate is at most ``target_fpr``, the best F0.5; within a tie, the
     middle of the tied range (largest margin to both sides)."""
-    pos = sorted(v for c, v in peaks.items() if labels.get(c, {}).get("label") == "grooming")
-    neg = sorted(v for c, v in peaks.items() if labels.get(c, {}).get("label") == "benign")
-    candidates = sorted({round(v, 6) for v in pos + neg} | {0.5})
+    pos = sorted(peaks.get(c, 0.0) for c, label in labels.items() if label["label"] == "grooming")
+    neg = sorted(peaks.get(c, 0.0) for c, label in labels.items() if label["label"] == "benign")
+    candidates = sorted({round(v, 6) for v in pos + neg if v > 0} | {0.5})
     best: list[tuple[float, float, float, float]] = []
     best_f = -1.0
     for t in candidates:

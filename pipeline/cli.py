@@ -142,6 +142,9 @@ from review.cli import register as _register_review  # noqa: E402  (db upgrade, 
 
 _register_review(app)
 _register_audit(app)
+from models.cli import register as _register_models  # noqa: E402  (train, eval)
+
+_register_models(app)
 from compliance.cli import register as _register_compliance  # noqa: E402  (export dsa|ncmec|transparency, retention)
 
 _register_compliance(app)

@@ -20,7 +20,8 @@ from statistics import median
 from typing import Any
 
 from pipeline.contract import EventValidationError, parse_event
-from pipeline.replay import read_lines
+from pipeline.decision import Decision, Detectors
+from pipeline.replay import read_lines, replay
 
 ESPD_HALF_LATENCY = 10
 
@@ -173,3 +174,58 @@ def score(cases: list[dict[str, Any]], labels: dict[str, dict[str, Any]],
             card.negatives += 1
             card.false_positives += int(flagged)
     return card
+
+
+# ---- whole-run evaluation (lifeguard eval): the same replay path, plus peak risks for threshold curves ----
+@dataclass(slots=True)
+class PeakRisks:
+    """Highest risk each conversation reached (its own decisions and fan-out sweeps): the score behind the
+    precision-recall curve over the case threshold. Pass ``observe`` as replay's ``on_batch``."""
+
+    peaks: dict[str, float] = field(default_factory=dict)
+
+    def observe(self, decisions: list[Decision]) -> None:
+        peaks = self.peaks
+        for decision in decisions:
+            conv = decision.conversation_id
+            if decision.risk > peaks.get(conv, 0.0):
+                peaks[conv] = decision.risk
+            for swept in decision.swept_cases:
+                if swept.risk > peaks.get(swept.conversation_id, 0.0):
+                    peaks[swept.conversation_id] = swept.risk
+
+
+def threshold_curve(peaks: dict[str, float], labels: dict[str, dict[str, Any]],
+                    thresholds: list[float] | None = None) -> list[dict[str, float]]:
+    """Precision, recall and false-positive rate if a case opened whenever peak risk ≥ threshold."""
+    grid = thresholds if thresholds is not None else [round(0.05 * i, 2) for i in range(1, 20)] + [0.975, 0.99]
+    pos = [peaks.get(c, 0.0) for c, label in labels.items() if label["label"] == "grooming"]
+    neg = [peaks.get(c, 0.0) for c, label in labels.items() if label["label"] == "benign"]
+    curve: list[dict[str, float]] = []
+    for t in grid:
+        tp = sum(1 for v in pos if v >= t)
+        fp = sum(1 for v in neg if v >= t)
+        curve.append({"threshold": t, "precision": round(tp / (tp + fp), 4) if tp + fp else 1.0,
+                      "recall": round(tp / len(pos), 4) if pos else 0.0,
+                      "false_positive_rate": round(fp / len(neg), 4) if neg else 0.0})
+    return curve
+
+
+@dataclass(slots=True)
+class Evaluation:
+    card: Scorecard
+    timing: dict[str, float]
+    events: int
+    invalid: int
+    curve: list[dict[str, float]]
+    peaks: dict[str, float]
+
+
+def evaluate(events_path: Path, labels_path: Path, detectors: Detectors) -> Evaluation:
+    """Replay ``events_path`` with ``detectors`` (the same path as ``lifeguard replay``) and score it."""
+    labels = load_labels(labels_path)
+    tracker = PeakRisks()
+    result = replay(events_path, detectors, on_batch=tracker.observe)
+    card = score(result.cases, labels, timelines(events_path))
+    return Evaluation(card, result.timing, result.events, len(result.invalid),
+                      threshold_curve(tracker.peaks, labels), tracker.peaks)
