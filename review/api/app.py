@@ -6,10 +6,14 @@ from collections.abc import Callable
 from datetime import datetime
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from review.api import cases, trail
 from review.api.deps import StoreDep, reject_unknown_query
@@ -51,6 +55,15 @@ def create_app(store: SqlCaseStore, *, clock: Callable[[], datetime] = utc_now) 
             return JSONResponse({"detail": [{"loc": ["body"], "msg": str(exc), "type": "policy_violation"}]},
                                 status_code=422)
         return JSONResponse({"detail": str(exc)}, status_code=STATUS.get(type(exc), 400))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Starlette answers 405 with the methods of the first route matching the path only; list them all."""
+        if exc.status_code == 405:
+            routes = [r for r in (*cases.router.routes, *trail.router.routes, *app.routes) if isinstance(r, APIRoute)]
+            methods = {m for r in routes if r.matches(request.scope)[0] is not Match.NONE for m in r.methods or ()}
+            exc = StarletteHTTPException(405, exc.detail, headers={"Allow": ", ".join(sorted(methods))})
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(OperationalError)
     def _database_down(_request: Request, exc: OperationalError) -> JSONResponse:

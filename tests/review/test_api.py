@@ -153,6 +153,11 @@ def test_revoked_token_is_refused(api: Api, store: SqlCaseStore, clock: FakeCloc
     assert api.call("GET", "/v1/cases", "moderator").status_code == 401
 
 
+def test_method_not_allowed_lists_every_method(api: Api) -> None:
+    response = api.call("DELETE", "/v1/audit/checkpoints", "admin")
+    assert response.status_code == 405 and response.headers["allow"] == "GET, POST"
+
+
 def test_public_endpoints(api: Api, store: SqlCaseStore) -> None:
     key = api.call("GET", "/v1/audit/public-key").json()
     assert key == {"algorithm": "Ed25519", "public_key": public_key_b64(store.audit.public_key),
