@@ -9,7 +9,8 @@ decision asked for it (the worker emits the action as it processes that event).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,6 +29,7 @@ from review.models import (
     MessageRow,
 )
 from review.policy import Action
+from review.store import SqlCaseStore
 
 DECISIONS = frozenset({Action.DISMISSED, Action.WARNED, Action.RESTRICTED, Action.BANNED, Action.REPORTED_NCMEC})
 NOTICE_EVENT = "user_report"
@@ -112,6 +114,17 @@ class MessageFact:
     purged: bool
     amount: int | None
     currency: str | None
+
+
+@contextmanager
+def snapshot(store: SqlCaseStore) -> Iterator[Session]:
+    """A read session that sees one consistent state of the store (REPEATABLE READ on PostgreSQL, so workers
+    writing meanwhile cannot make the chain head, cases and decisions of one export disagree; SQLite read
+    transactions are snapshots already)."""
+    with store.sessions() as session:
+        if store.dialect == "postgresql":
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        yield session
 
 
 def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -278,4 +291,5 @@ __all__ = [
     "load_cases",
     "messages_of",
     "reopenings",
+    "snapshot",
 ]

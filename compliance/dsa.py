@@ -37,6 +37,7 @@ from compliance.casefacts import (
     actions_in,
     automated_restrictions,
     load_cases,
+    snapshot,
 )
 from compliance.errors import StatementInvalidError
 from compliance.manifest import ExportFolder, Manifest, covered_head, record_export
@@ -244,7 +245,7 @@ def export_dsa(*, store: SqlCaseStore, settings: Settings, pseudonyms: ExportPse
     entry. Nothing is written when one statement is invalid or holds personal data."""
     enums = dsa_enums()
     builder = StatementBuilder(settings, pseudonyms, wording, enums)
-    with store.sessions() as session:
+    with snapshot(store) as session:
         head = covered_head(session.connection())
         human = actions_in(session, period, RESTRICTIVE_HUMAN)
         automated = automated_restrictions(session, period) if include_automated else []

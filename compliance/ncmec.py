@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
+from sqlalchemy.orm import Session
 
 from compliance.casefacts import (
     ActionFact,
@@ -34,6 +35,7 @@ from compliance.casefacts import (
     case_history,
     load_cases,
     messages_of,
+    snapshot,
 )
 from compliance.errors import ReportCaseError
 from compliance.manifest import ExportFolder, Manifest, covered_head, record_export
@@ -284,25 +286,24 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _selected(store: SqlCaseStore, case_id: str | None, period: Period | None) -> list[Reported]:
-    with store.sessions() as session:
-        if case_id is not None:
-            cases = load_cases(session, [case_id])
-            case = cases.get(case_id)
-            if case is None:
-                raise ReportCaseError(f"no case {case_id}")
-            if case.outcome != Action.REPORTED_NCMEC.value:
-                state = f"decided {case.outcome!r}" if case.outcome else f"{case.status} (not decided)"
-                raise ReportCaseError(f"case {case_id} is {state}, not reported_ncmec; only cases a senior "
-                                      "moderator reported are exported for NCMEC")
-            history = case_history(session, [case_id]).get(case_id, [])
-            actions = [a for a in history if a.action == Action.REPORTED_NCMEC.value][-1:]
-        else:
-            assert period is not None
-            actions = actions_in(session, period, [Action.REPORTED_NCMEC.value])
-            cases = load_cases(session, {a.case_id for a in actions})
-        transcripts = {conv: tuple(messages_of(session, conv)) for conv in sorted({cases[a.case_id].conversation_id
-                                                                                   for a in actions})}
+def _selected(session: Session, case_id: str | None, period: Period | None) -> list[Reported]:
+    if case_id is not None:
+        cases = load_cases(session, [case_id])
+        case = cases.get(case_id)
+        if case is None:
+            raise ReportCaseError(f"no case {case_id}")
+        if case.outcome != Action.REPORTED_NCMEC.value:
+            state = f"decided {case.outcome!r}" if case.outcome else f"{case.status} (not decided)"
+            raise ReportCaseError(f"case {case_id} is {state}, not reported_ncmec; only cases a senior "
+                                  "moderator reported are exported for NCMEC")
+        history = case_history(session, [case_id]).get(case_id, [])
+        actions = [a for a in history if a.action == Action.REPORTED_NCMEC.value][-1:]
+    else:
+        assert period is not None
+        actions = actions_in(session, period, [Action.REPORTED_NCMEC.value])
+        cases = load_cases(session, {a.case_id for a in actions})
+    transcripts = {conv: tuple(messages_of(session, conv)) for conv in sorted({cases[a.case_id].conversation_id
+                                                                               for a in actions})}
     return [Reported(a, cases[a.case_id], transcripts[cases[a.case_id].conversation_id]) for a in actions]
 
 
@@ -310,12 +311,15 @@ def export_ncmec(*, store: SqlCaseStore, settings: Settings, pseudonyms: ExportP
                  out: Path, case_id: str | None = None, period: Period | None = None) -> NcmecExport:
     if (case_id is None) == (period is None):
         raise ReportCaseError("give either a case id or a period")
-    with store.sessions() as session:
+    with snapshot(store) as session:
         head = covered_head(session.connection())
-    selected = _selected(store, case_id, period)
+        selected = _selected(session, case_id, period)
     by_subject: dict[str, list[Reported]] = {}
     for item in selected:
-        for subject in item.case.subjects or (item.case.conversation_id,):
+        if not item.case.subjects:
+            raise ReportCaseError(f"case {item.case.case_id} records no reported person (no case subject); "
+                                  "it cannot be reported from the store")
+        for subject in item.case.subjects:
             by_subject.setdefault(subject, []).append(item)
     folder = ExportFolder(out, "ncmec")
     messages = 0

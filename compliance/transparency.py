@@ -38,6 +38,7 @@ from compliance.casefacts import (
     case_history,
     load_cases,
     reopenings,
+    snapshot,
 )
 from compliance.dsa import CATEGORY, RESTRICTIVE_HUMAN
 from compliance.manifest import ExportFolder, Manifest, covered_head, json_bytes, record_export
@@ -300,7 +301,7 @@ def charts(report: Mapping[str, Any]) -> dict[str, bytes]:
 
 def export_transparency(*, store: SqlCaseStore, settings: Settings, pseudonyms: ExportPseudonyms, period: Period,
                         out: Path) -> TransparencyExport:
-    with store.sessions() as session:
+    with snapshot(store) as session:
         head = covered_head(session.connection())
         cases = load_cases(session)
         decisions = actions_in(session, period, DECISIONS)
