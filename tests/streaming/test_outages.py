@@ -45,6 +45,7 @@ def test_redis_outage_pauses_then_resumes_by_itself(world: World, stream: Stream
     settings = world.settings.model_copy(update={"redis_url": url, "dependency_retry_seconds": 120, "partitions": 1,
                                                  "topic_events": world.settings.topic_events + "-p1"})
     ensure_topics(settings)  # one partition: the file's order, so even case details must equal replay
+    world.settings = settings
     worker = build_worker(settings)
     crashed: list[BaseException] = []
 
