@@ -64,6 +64,10 @@ CATEGORY = "STATEMENT_CATEGORY_PROTECTION_OF_MINORS"
 LEGAL_GROUND = ("Directive 2011/93/EU, Article 6 (solicitation of children for sexual purposes), as transposed into "
                 "the criminal law of the Member States")
 MAX_FACT_RULES = 12
+# Policy codes whose conduct is also a crime under Directive 2011/93/EU Art. 6 (solicitation to meet a child, or of
+# images from a child): incompatible_content_illegal "Yes". The earlier grooming stages, safety signals and fan-out
+# breach the terms of service but are not by themselves an offence.
+ALSO_ILLEGAL = frozenset({"CSE-3.1", "CSE-3.2"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,20 +172,19 @@ class StatementBuilder:
     def for_human(self, action: ActionFact, case: CaseFact) -> StatementOfReasons:
         platform = self.settings.platform_name
         code = action.reason_code or ""
-        grooming = policy_family(code) == "CSE"
         notice = case.opened_by_notice
         detection = (f"A user report (notice) about a conversation with a minor on {platform} opened a review case."
                      if notice else
                      f"Lifeguard's automated detection flagged a conversation between an older account and a minor "
                      f"on {platform} and opened a review case.")
-        escalated = " after escalation to a senior moderator" if case.escalated else ""
+        reviewer = "A senior trust and safety moderator" if case.escalated else "A trust and safety moderator"
         rules = [r.reason_id for r in case.reasons if r.kind == "rule"]
         models = sorted({r.reason_id for r in case.reasons if r.kind == "model"})
         facts = (f"{detection} Signals recorded: {stages_text(case.stages)}. Detection rules matched: "
                  f"{self._rules_text(rules)}."
                  + (f" Classifiers contributing: {', '.join(models)}." if models else "")
-                 + f" A trust and safety moderator reviewed the conversation and the detection evidence{escalated} "
-                 f"and decided under policy {policy_label(code)}: {RESTRICTIONS[action.action].wording}.")
+                 + f" {reviewer} reviewed the conversation and the detection evidence and decided under policy "
+                   f"{policy_label(code)}: {RESTRICTIONS[action.action].wording}.")
         content_type, content_other = self._content_type(case)
         ground: dict[str, object]
         if action.action == Action.REPORTED_NCMEC.value:
@@ -189,15 +192,15 @@ class StatementBuilder:
                       "illegal_content_legal_ground": LEGAL_GROUND,
                       "illegal_content_explanation":
                           "A moderator judged the account's messages to a minor to be apparent solicitation of a "
-                          f"child for sexual purposes ({stages_text(case.stages)}) and reported it to NCMEC."}
+                          f"child for sexual purposes and reported them to NCMEC. Signals: {stages_text(case.stages)}."}
         else:
             ground = {"decision_ground": "DECISION_GROUND_INCOMPATIBLE_CONTENT",
                       "incompatible_content_ground": f"{platform} terms of service, child-safety policy "
                                                      f"{policy_label(code)}",
                       "incompatible_content_explanation":
-                          "The account's conduct towards a minor matches what the policy prohibits "
-                          f"({stages_text(case.stages)}); the measure protects the minor.",
-                      "incompatible_content_illegal": "Yes" if grooming else "No"}
+                          "The account's conduct towards a minor matches what the policy prohibits; the measure "
+                          f"protects the minor. Signals: {stages_text(case.stages)}.",
+                      "incompatible_content_illegal": "Yes" if code in ALSO_ILLEGAL else "No"}
         return StatementOfReasons.model_validate({
             **self._restriction_fields(action.action), "account_type": "ACCOUNT_TYPE_PRIVATE", **ground,
             "content_type": content_type, "content_type_other": content_other, "category": CATEGORY,
@@ -228,7 +231,7 @@ class StatementBuilder:
             "incompatible_content_explanation": "Messages from the account to a minor matched detection rules for "
                                                 "grooming; direct messages to minors are held until a moderator "
                                                 "has reviewed the case.",
-            "incompatible_content_illegal": "Yes" if any(policy_family(c) == "CSE" for c in codes) else "No",
+            "incompatible_content_illegal": "Yes" if ALSO_ILLEGAL & set(codes) else "No",
             "content_type": ["CONTENT_TYPE_TEXT"], "category": CATEGORY,
             "category_specification": self._keywords(codes) or self._keywords(["CSE"]),
             "territorial_scope": list(self.settings.territorial_scope), "content_date": day,

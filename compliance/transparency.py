@@ -252,11 +252,10 @@ def report_csv(report: Mapping[str, Any]) -> tuple[str, int]:
 
 
 def _bar_chart(title: str, labels: Sequence[str], series: Mapping[str, Sequence[float]], ylabel: str) -> bytes:
-    """A bar chart as PNG bytes, identical for identical input: Agg canvas, default style, no metadata."""
+    """A bar chart as PNG bytes, identical for identical input: drawn on an Agg canvas of its own (the process's
+    pyplot backend is left alone), in matplotlib's default style, without the Software metadata."""
     import matplotlib
     import matplotlib.style
-
-    matplotlib.use("Agg", force=True)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -72,8 +72,10 @@ def test_mapping_follows_how_each_case_was_detected_and_decided(world: World, tm
     assert noticed["automated_decision"] == "AUTOMATED_DECISION_NOT_AUTOMATED"
     assert noticed["decision_provision"] == "DECISION_PROVISION_PARTIAL_SUSPENSION"
     assert noticed["decision_ground"] == "DECISION_GROUND_INCOMPATIBLE_CONTENT"
-    assert noticed["incompatible_content_illegal"] == "Yes"
-    assert [s["decision_provision"] for s in human["mild"]] == ["DECISION_PROVISION_PARTIAL_SUSPENSION"]
+    assert noticed["incompatible_content_illegal"] == "No"  # CSE-4.1 safety signals: a breach, not a crime
+    [overturned] = human["mild"]
+    assert overturned["incompatible_content_illegal"] == "Yes"  # CSE-3.1 solicitation to meet a minor
+    assert overturned["decision_provision"] == "DECISION_PROVISION_PARTIAL_SUSPENSION"
     automated = [s for s in statements if s["automated_decision"] == "AUTOMATED_DECISION_FULLY"]
     assert automated and all(s["source_type"] == "SOURCE_VOLUNTARY" and s["automated_detection"] == "Yes"
                              for s in automated)
