@@ -3,6 +3,7 @@
 All phases run on the same broker in the same run (a private embedded stack unless LIFEGUARD_KAFKA_BOOTSTRAP /
 LIFEGUARD_REDIS_URL / LIFEGUARD_DATABASE_URL point elsewhere; fresh topics and key prefix either way):
 
+0. replay: the same file through ``lifeguard replay``'s path (decide only, in-memory state), for scale;
 1. raw consume: a plain kafka-python group consumer reads a backlog of the synthetic stream: records/s, the
    ceiling for any worker on this broker and machine;
 2. worker throughput: one ``lifeguard run`` worker (a separate process, built exactly like the command) drains
@@ -234,6 +235,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         console.print(f"{len(lines)} events in {args.conversations} conversations; broker {settings.kafka_bootstrap}"
                       f", redis {settings.redis_url}")
 
+        with console.status("replay (the same decide path, in-memory state, no services)"):
+            from pipeline.detectors import load_detectors
+            from pipeline.replay import replay
+
+            detectors = load_detectors(settings)
+            started = time.perf_counter()
+            replayed = replay(path, detectors)
+            seconds = time.perf_counter() - started
+            results["replay"] = {"events": replayed.events, "seconds": round(seconds, 3),
+                                 "events_per_s": round(replayed.events / seconds, 1)}
+
         with console.status("raw kafka-python consume"):
             raw = phase("raw")
             ensure_topics(raw)
@@ -301,6 +313,7 @@ def print_table(console: Console, r: dict[str, Any]) -> None:
     table.add_row("raw kafka-python consume", f"{raw['records_per_s']:,.0f} records/s")
     table.add_row("worker end-to-end", f"{w['events_per_s']:,.0f} events/s")
     table.add_row("worker / raw consume", f"{r['ratio_worker_to_raw']:.3f}")
+    table.add_row("replay (same decide, in-memory state)", f"{r['replay']['events_per_s']:,.0f} events/s")
     table.add_row(f"ingest→decision p50 at {lat['rate_events_per_s']:,.0f} events/s", f"{lat['p50_ms']:,.1f} ms")
     table.add_row(f"ingest→decision p99 at {lat['rate_events_per_s']:,.0f} events/s", f"{lat['p99_ms']:,.1f} ms")
     table.add_row("Redis bytes per active conversation", f"{red['bytes_per_conversation']:,.0f} B")
