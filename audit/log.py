@@ -45,6 +45,12 @@ class PendingEntry:
     actor_id: str | None = None
     payload: Any = None
     versions: Mapping[str, Any] = field(default_factory=dict)
+    payload_sha256: str | None = None  # instead of ``payload`` when the caller already has its canonical hash
+
+    def digest(self) -> str | None:
+        if self.payload_sha256 is not None:
+            return self.payload_sha256
+        return None if self.payload is None else payload_hash(self.payload)
 
 
 class SqlAuditLog:
@@ -84,7 +90,7 @@ class SqlAuditLog:
             seq += 1
             entry = AuditEntry(
                 seq=seq, time=now, actor=self.pseudonyms(item.actor_id), action=item.action,
-                subject=item.subject, payload_hash=None if item.payload is None else payload_hash(item.payload),
+                subject=item.subject, payload_hash=item.digest(),
                 versions=dict(item.versions), prev=prev,
             )
             prev = entry.digest()

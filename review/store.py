@@ -19,9 +19,9 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, Executable, select, update
+from sqlalchemy import Engine, Executable, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,18 +45,19 @@ from review.policy import REOPENABLE, CaseStatus, band_rank, sla_targets
 
 Clock = Callable[[], datetime]
 RISK_EPSILON = 1e-9
+CHUNK = 500  # rows per multi-row statement
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def insert_ignore(dialect: str, model: type[Base], values: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-                  returning: Any = None) -> Executable:
-    """INSERT ... ON CONFLICT DO NOTHING [RETURNING ...] for PostgreSQL and SQLite."""
+def insert_ignore(dialect: str, model: type[Base], *returning: Any) -> Executable:
+    """INSERT ... ON CONFLICT DO NOTHING [RETURNING ...] for PostgreSQL and SQLite, on the Core table: executed
+    with a list of rows it is one cached statement sent as batched multi-row INSERTs ("insertmanyvalues")."""
     builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = builder(model).values(values if isinstance(values, Mapping) else list(values)).on_conflict_do_nothing()
-    return stmt if returning is None else stmt.returning(returning)
+    stmt = builder(cast(Table, model.__table__)).on_conflict_do_nothing()
+    return stmt.returning(*(cast(Table, model.__table__).c[c.key] for c in returning)) if returning else stmt
 
 
 class TranscriptContext:
@@ -137,63 +138,97 @@ class SqlCaseStore:
             return
         now = self.clock()
         by_key = {(d.conversation_id, d.event_id): d for d in decisions}
-        grouped: dict[str, list[CaseUpdate]] = {}
-        for item in updates:
-            grouped.setdefault(item.conversation_id, []).append(item)
         with self.transaction() as session:
             audit: list[PendingEntry] = []
-            # Conversation order is the lock order: two workers never wait on each other's rows in a cycle.
-            for conv in sorted(grouped):
-                for item in grouped[conv]:
-                    self._apply_update(session, item, by_key.get((conv, item.event_id)), now, audit)
+            fresh = self._claim_updates(session, updates, now)
+            if fresh:
+                self._apply_updates(session, fresh, by_key, now, audit)
             decision_entries = self._store_records(session, decisions)
-            self._store_messages(session, events, set(grouped))
+            self._store_messages(session, events, {u.conversation_id for u in updates})
             written = self.audit.append(session.connection(), [*audit, *(p for _, p in decision_entries)])
-            by_event = dict(zip([key for key, _ in decision_entries], written[len(audit):], strict=True))
-            for (conv, event_id), entry in by_event.items():
-                session.execute(update(DecisionRecordRow)
-                                .where(DecisionRecordRow.conversation_id == conv,
-                                       DecisionRecordRow.event_id == event_id)
-                                .values(audit_seq=entry.seq))
+            seqs = [{"c": conv, "e": event_id, "seq": entry.seq}
+                    for ((conv, event_id), _), entry in zip(decision_entries, written[len(audit):], strict=True)]
+            if seqs:
+                records = cast(Table, DecisionRecordRow.__table__)  # Core executemany: one round trip
+                session.execute(update(records).where(records.c.conversation_id == bindparam("c"),
+                                                      records.c.event_id == bindparam("e"))
+                                .values(audit_seq=bindparam("seq")), seqs)
 
-    def _live_case(self, session: Session, conv: str) -> CaseRow | None:
-        return session.scalars(
-            select(CaseRow).where(CaseRow.conversation_id == conv, CaseRow.status != CaseStatus.CLOSED)
-            .with_for_update().execution_options(populate_existing=True)
-        ).first()
+    def _claim_updates(self, session: Session, updates: Sequence[CaseUpdate], now: datetime) -> list[CaseUpdate]:
+        """Insert the updates' idempotency keys; return the updates not applied before, in arrival order. A key a
+        concurrent worker inserted first is skipped here (PostgreSQL waits for that worker's commit)."""
+        keys = {(u.conversation_id, u.event_id): u for u in updates}
+        if not keys:
+            return []
+        rows = [{"conversation_id": c, "event_id": e, "case_id": None, "applied_at": now} for c, e in keys]
+        stmt = insert_ignore(self.dialect, CaseUpdateRow, CaseUpdateRow.conversation_id, CaseUpdateRow.event_id)
+        claimed = {(r[0], r[1]) for r in session.execute(stmt, rows)}
+        return [u for key, u in keys.items() if key in claimed]
 
-    def _apply_update(self, session: Session, item: CaseUpdate, decision: Decision | None, now: datetime,
-                      audit: list[PendingEntry]) -> None:
-        conv = item.conversation_id
-        key = {"conversation_id": conv, "event_id": item.event_id, "case_id": None, "applied_at": now}
-        claimed = session.execute(insert_ignore(self.dialect, CaseUpdateRow, key, CaseUpdateRow.event_id)).first()
-        if claimed is None:
-            return  # this update was applied before (redelivery) or by a concurrent worker
-        case = self._live_case(session, conv)
-        if case is None:
-            first_due, decision_due = _sla_due(now, item.priority)
-            values = {
-                "id": case_id_for(conv, item.event_id), "conversation_id": conv,
-                "opened_by_event_id": item.event_id, "opened_at": item.ts, "created_at": now, "queued_at": now,
-                "sla_started_at": now, "risk": 0.0, "priority": item.priority, "priority_score": 0.0,
-                "stages": [], "stage_marks": {}, "youngest_band": item.youngest_band,
-                "band_rank": band_rank(item.youngest_band), "escalated": False, "status": CaseStatus.OPEN.value,
-                "first_review_due_at": first_due, "decision_due_at": decision_due, "reopen_count": 0,
-            }
-            opened = session.execute(insert_ignore(self.dialect, CaseRow, values, CaseRow.id)).first()
-            case = self._live_case(session, conv)  # ours, or the one a concurrent worker just opened
-            if case is None:
-                raise RuntimeError(f"case for {conv} neither inserted nor found")  # a bug, not an input problem
-            if opened is not None:
-                audit.append(PendingEntry("case.opened", f"case:{case.id}", payload={
-                    "case_id": case.id, "opened_by_event_id": item.event_id, "priority": item.priority}))
-        self._attach(session, case, item, decision, now, audit)
-        session.execute(update(CaseUpdateRow).where(CaseUpdateRow.conversation_id == conv,
-                                                    CaseUpdateRow.event_id == item.event_id)
-                        .values(case_id=case.id))
+    def _lock_live(self, session: Session, convs: Sequence[str]) -> dict[str, CaseRow]:
+        """The live case of each conversation, locked in conversation order (the lock order every writer uses,
+        so two workers never wait on each other in a cycle)."""
+        found: dict[str, CaseRow] = {}
+        for start in range(0, len(convs), CHUNK):
+            rows = session.scalars(
+                select(CaseRow).where(CaseRow.conversation_id.in_(convs[start:start + CHUNK]),
+                                      CaseRow.status != CaseStatus.CLOSED)
+                .order_by(CaseRow.conversation_id).with_for_update().execution_options(populate_existing=True))
+            found.update((r.conversation_id, r) for r in rows)
+        return found
 
-    def _attach(self, session: Session, case: CaseRow, item: CaseUpdate, decision: Decision | None,
-                now: datetime, audit: list[PendingEntry]) -> None:
+    def _apply_updates(self, session: Session, fresh: Sequence[CaseUpdate],
+                       by_key: Mapping[tuple[str, str], Decision], now: datetime, audit: list[PendingEntry]) -> None:
+        grouped: dict[str, list[CaseUpdate]] = {}
+        for item in fresh:
+            grouped.setdefault(item.conversation_id, []).append(item)
+        convs = sorted(grouped)
+        cases = self._lock_live(session, convs)
+        missing = [conv for conv in convs if conv not in cases]
+        if missing:
+            rows = [self._new_case(grouped[conv][0], now) for conv in missing]
+            opened = {r[0] for r in session.execute(insert_ignore(self.dialect, CaseRow, CaseRow.id), rows)}
+            cases = self._lock_live(session, convs)  # ours, or ones a concurrent worker just opened
+            for conv in missing:
+                if conv not in cases:
+                    raise RuntimeError(f"case for {conv} neither inserted nor found")  # a bug, not bad input
+                case, first = cases[conv], grouped[conv][0]
+                if case.id in opened:
+                    audit.append(PendingEntry("case.opened", f"case:{case.id}", payload={
+                        "case_id": case.id, "opened_by_event_id": first.event_id, "priority": first.priority}))
+        subjects: list[dict[str, Any]] = []
+        reasons: list[dict[str, Any]] = []
+        placed: list[dict[str, Any]] = []
+        for conv in convs:
+            case = cases[conv]
+            for item in grouped[conv]:
+                self._attach(case, item, by_key.get((conv, item.event_id)), now, audit)
+                subjects.extend({"case_id": case.id, "subject": s} for s in item.subjects)
+                reasons.extend({"case_id": case.id, "kind": r.kind, "reason_id": r.id, "version": r.version,
+                                "event_id": r.event_id, "detail": r.detail} for r in item.reasons)
+                placed.append({"c": conv, "e": item.event_id, "cid": case.id})
+        for model, rows in ((CaseSubjectRow, subjects), (CaseReasonRow, reasons)):
+            if rows:  # multi-row INSERTs in list order: the ids keep arrival order
+                session.execute(insert_ignore(self.dialect, model), rows)
+        keys = cast(Table, CaseUpdateRow.__table__)
+        session.execute(update(keys).where(keys.c.conversation_id == bindparam("c"), keys.c.event_id == bindparam("e"))
+                        .values(case_id=bindparam("cid")), placed)
+        session.flush()
+
+    @staticmethod
+    def _new_case(item: CaseUpdate, now: datetime) -> dict[str, Any]:
+        first_due, decision_due = _sla_due(now, item.priority)
+        return {
+            "id": case_id_for(item.conversation_id, item.event_id), "conversation_id": item.conversation_id,
+            "opened_by_event_id": item.event_id, "opened_at": item.ts, "created_at": now, "queued_at": now,
+            "sla_started_at": now, "risk": 0.0, "priority": item.priority, "priority_score": 0.0, "stages": [],
+            "stage_marks": {}, "youngest_band": item.youngest_band, "band_rank": band_rank(item.youngest_band),
+            "escalated": False, "status": CaseStatus.OPEN.value, "first_review_due_at": first_due,
+            "decision_due_at": decision_due, "reopen_count": 0,
+        }
+
+    def _attach(self, case: CaseRow, item: CaseUpdate, decision: Decision | None, now: datetime,
+                audit: list[PendingEntry]) -> None:
         """Merge like ``ReportCase.attach``: risk = max, priority = most urgent, stages/subjects/reasons in
         arrival order without repeats. Then reopen a dismissed/warned case if risk rose or a stage is new."""
         case.risk = max(case.risk, item.risk)
@@ -216,13 +251,6 @@ class SqlCaseStore:
                     marks[stage] = [mark.ts, mark.event_id]
             if marks != case.stage_marks:
                 case.stage_marks = marks
-        if item.subjects:
-            session.execute(insert_ignore(self.dialect, CaseSubjectRow,
-                                          [{"case_id": case.id, "subject": s} for s in item.subjects]))
-        if item.reasons:
-            session.execute(insert_ignore(self.dialect, CaseReasonRow, [
-                {"case_id": case.id, "kind": r.kind, "reason_id": r.id, "version": r.version,
-                 "event_id": r.event_id, "detail": r.detail} for r in item.reasons]))
         if case.status == CaseStatus.DECIDED and case.outcome in REOPENABLE:
             risk_rose = item.risk > (case.decided_risk or 0.0) + RISK_EPSILON
             stage_new = bool(set(item.stages) - set(case.decided_stages or []))
@@ -236,7 +264,6 @@ class SqlCaseStore:
                 audit.append(PendingEntry("case.reopened", f"case:{case.id}", payload={
                     "case_id": case.id, "previous_outcome": previous, "by_event_id": item.event_id,
                     "risk": round(item.risk, 4), "new_stages": fresh}))
-        session.flush()
 
     def _store_records(self, session: Session,
                        decisions: Sequence[Decision]) -> list[tuple[tuple[str, str], PendingEntry]]:
@@ -248,22 +275,25 @@ class SqlCaseStore:
         context = [d for d in with_reasons if d.conversation_id in live]
         if not acted and not context:
             return []
+        records = {(d.conversation_id, d.event_id): (d, canonical(d.to_record())) for d in (*acted, *context)}
+        rows = [{"conversation_id": conv, "event_id": event_id, "ts": _parse_ts(d.ts), "record": text.decode(),
+                 "audit_seq": None} for (conv, event_id), (d, text) in records.items()]
+        stmt = insert_ignore(self.dialect, DecisionRecordRow, DecisionRecordRow.conversation_id,
+                             DecisionRecordRow.event_id)
+        inserted = {(r[0], r[1]) for r in session.execute(stmt, rows)}
         case_ids = self._case_ids(session, acted)
-        audited = {id(d) for d in acted}
         entries: list[tuple[tuple[str, str], PendingEntry]] = []
-        for decision in (*acted, *context):
-            record = decision.to_record()
-            row = {"conversation_id": decision.conversation_id, "event_id": decision.event_id,
-                   "ts": _parse_ts(decision.ts), "record": canonical(record).decode(), "audit_seq": None}
-            inserted = session.execute(
-                insert_ignore(self.dialect, DecisionRecordRow, row, DecisionRecordRow.event_id)).first()
-            if inserted is None or id(decision) not in audited:
-                continue
-            cases = case_ids.get((decision.conversation_id, decision.event_id), [])
+        for decision in acted:  # in decision order, so the chain reads in the order things happened
+            key = (decision.conversation_id, decision.event_id)
+            if key not in inserted:
+                continue  # recorded and audited before (redelivery)
+            digest = sha256_hex(records[key][1])  # the canonical bytes just stored: hashed once, not re-serialised
+            cases = case_ids.get(key, [])
             subject = f"case:{cases[0]}" if cases else "case:none"
             entries.append(((decision.conversation_id, decision.event_id),
-                            PendingEntry("decision.automated", subject, payload=record,
+                            PendingEntry("decision.automated", subject, payload_sha256=digest,
                                          versions=_versions(decision))))
+            inserted.discard(key)  # the same decision twice in one batch is audited once
         return entries
 
     def _case_ids(self, session: Session, decisions: Sequence[Decision]) -> dict[tuple[str, str], list[str]]:
@@ -302,8 +332,8 @@ class SqlCaseStore:
             candidates.setdefault((event.conversation_id, event.event_id), event)
         live = self._live_conversations(session, {conv for conv, _ in candidates})
         rows = [_message_row(e) for (conv, _), e in candidates.items() if conv in live]
-        for start in range(0, len(rows), 500):
-            session.execute(insert_ignore(self.dialect, MessageRow, rows[start:start + 500]))
+        if rows:
+            session.execute(insert_ignore(self.dialect, MessageRow), rows)
 
     # ------------------------------------------------------------------ report
     def cases_report(self) -> list[dict[str, Any]]:
