@@ -92,5 +92,9 @@ def open_case_store(settings: Settings) -> CaseStore:
     except ImportError as exc:
         raise CaseStoreMissingError(f"review.store is not importable ({exc}); install the complete lifeguard "
                                     "package") from exc
-    store: CaseStore = open_review_store(settings)
+    try:
+        store: CaseStore = open_review_store(settings)
+    except _outage_types() as exc:
+        raise DatabaseUnavailableError(f"cannot open the case database ({type(exc).__name__}: {exc}); check "
+                                       "LIFEGUARD_DATABASE_URL and that the database is up") from exc
     return store

@@ -81,6 +81,7 @@ def run_command(
 
     SIGTERM or Ctrl-C finishes the current batch, commits and exits 0. With LIFEGUARD_KAFKA_BOOTSTRAP or
     LIFEGUARD_REDIS_URL unset, the embedded broker / Redis start (see `lifeguard stack`)."""
+    from pipeline.detectors import load_detectors
     from pipeline.streaming.faults import DependencyRetryExhaustedError
     from pipeline.streaming.kafka_clients import ensure_topics
     from pipeline.streaming.logs import configure_logging
@@ -89,10 +90,12 @@ def run_command(
 
     configure_logging()
     settings = _services(load_settings(metrics_port=metrics_port, data_dir=data_dir))
+    detectors = load_detectors(settings)  # a broken rule pack or model is a bug to fix, not an outage to wait out
     metrics = WorkerMetrics()
     server = MetricsServer(metrics, "0.0.0.0", settings.metrics_port).start() if settings.metrics_port else None
     retry_dependency("topic setup", settings, lambda: ensure_topics(settings))
-    worker = retry_dependency("worker start", settings, lambda: build_worker(settings, metrics=metrics))
+    worker = retry_dependency("worker start", settings,
+                              lambda: build_worker(settings, detectors=detectors, metrics=metrics))
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("stop requested; finishing the current batch", extra={"ctx": {"signal": signum}})

@@ -39,6 +39,7 @@ from kafka.structs import OffsetAndMetadata
 
 from pipeline.cases import updates_of
 from pipeline.contract import Event, EventValidationError, parse_event
+from pipeline.decision import Detectors
 from pipeline.runner import DecisionRunner
 from pipeline.settings import Settings
 from pipeline.streaming.case_store import CaseStore
@@ -422,10 +423,11 @@ def _names(partitions: Iterable[TopicPartition]) -> list[str]:
     return sorted(f"{tp.topic}/{tp.partition}" for tp in partitions)
 
 
-def build_worker(settings: Settings, *, cases: CaseStore | None = None, metrics: WorkerMetrics | None = None,
-                 keep_latencies: bool = False) -> Worker:
+def build_worker(settings: Settings, *, detectors: Detectors | None = None, cases: CaseStore | None = None,
+                 metrics: WorkerMetrics | None = None, keep_latencies: bool = False) -> Worker:
     """A worker wired to the configured services (``settings`` must already name them: see
-    ``embedded.with_services``). Everything the worker needs is created here, once."""
+    ``embedded.with_services``). Everything the worker needs is created here, once; ``detectors`` defaults to
+    ``load_detectors(settings)``, the loader replay uses too."""
     from pipeline.detectors import load_detectors
     from pipeline.streaming.case_store import GuardedCaseStore, open_case_store
     from pipeline.streaming.kafka_clients import new_consumer, new_producer
@@ -437,7 +439,7 @@ def build_worker(settings: Settings, *, cases: CaseStore | None = None, metrics:
                                      state_ttl_seconds=settings.state_ttl_seconds,
                                      dedupe_ttl_seconds=settings.dedupe_ttl_seconds)
     store.ping()
-    runner = DecisionRunner(store, load_detectors(settings))
+    runner = DecisionRunner(store, detectors if detectors is not None else load_detectors(settings))
     case_store = GuardedCaseStore(cases if cases is not None else open_case_store(settings))
     publisher = Publisher(new_producer(settings), settings)
     return Worker(settings, consumer=new_consumer(settings), runner=runner, cases=case_store,

@@ -1,6 +1,6 @@
 """Dependency outages with real services: a Redis that stops answering (SIGSTOP) pauses the worker without
 committing past unprocessed events, and it resumes by itself when Redis answers again; a Redis that never
-comes makes ``lifeguard run`` give up with exit code 3."""
+comes (nor a database) makes ``lifeguard run`` give up with exit code 3, committing nothing."""
 
 from __future__ import annotations
 
@@ -91,14 +91,16 @@ def test_redis_outage_pauses_then_resumes_by_itself(world: World, stream: Stream
         store.close()
 
 
-def test_run_gives_up_with_exit_code_3_when_redis_never_comes(world: World) -> None:
-    world.settings = world.settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0",
-                                                       "dependency_retry_seconds": 2})
+@pytest.mark.parametrize("dependency", ["redis", "database"])
+def test_run_gives_up_with_exit_code_3_when_a_dependency_never_comes(world: World, dependency: str) -> None:
+    nowhere = {"redis": {"redis_url": f"redis://127.0.0.1:{free_port()}/0"},
+               "database": {"database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/lifeguard"}}
+    world.settings = world.settings.model_copy(update={**nowhere[dependency], "dependency_retry_seconds": 2})
     started = time.monotonic()
     proc = world.start_worker("w")
     assert proc.wait(60) == 3
     assert time.monotonic() - started < 30
     messages = [e.get("msg", "") for e in world.worker_log("w")]
-    assert any("redis unavailable, retrying" in m for m in messages)
+    assert any(f"{dependency} unavailable, retrying" in m for m in messages)
     assert any("giving up" in m for m in messages)
     assert world.committed() == {}
