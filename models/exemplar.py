@@ -11,8 +11,10 @@ embedded only when all of these hold (``CascadePolicy``):
 
 1. the conversation's age pair is risky: ``adult_minor``, ``unknown_minor`` or ``older_minor``;
 2. the sender is the older party of that pair;
-3. the conversation already carries risk (peak risk ≥ ``min_conversation_risk``) or the n-gram stage model
-   gives some stage ≥ ``min_stage_probability``.
+3. the n-gram stage model gives some stage ≥ ``min_stage_probability``, or the conversation carries risk
+   (peak risk ≥ ``min_conversation_risk``) but is not yet at case level (peak risk < ``case_level``): the
+   encoder's job is to find paraphrases the n-gram model misses *before* a case exists; once it does, the
+   n-gram model keeps adding evidence on its own.
 
 The gate is a pure function of the text and the ``ClassifierContext``, so ``score`` gives the same result with
 or without ``prime``. Embeddings are memoised per text. ``prime`` does no embedding: the gate needs each
@@ -51,18 +53,21 @@ class CascadePolicy:
     older_only: bool = True
     min_conversation_risk: float = 0.2
     min_stage_probability: float = 0.3
+    case_level: float = 0.5
 
     def admits(self, context: ClassifierContext, stage_max: float) -> bool:
         if context.pair.relation not in self.relations:
             return False
         if self.older_only and context.sender_role != "older":
             return False
-        return context.conversation_risk >= self.min_conversation_risk or stage_max >= self.min_stage_probability
+        if stage_max >= self.min_stage_probability:
+            return True
+        return self.min_conversation_risk <= context.conversation_risk < self.case_level
 
     def to_dict(self) -> dict[str, Any]:
         return {"relations": sorted(self.relations), "older_only": self.older_only,
                 "min_conversation_risk": self.min_conversation_risk,
-                "min_stage_probability": self.min_stage_probability}
+                "min_stage_probability": self.min_stage_probability, "case_level": self.case_level}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +79,21 @@ class ExemplarBank:
     negative_texts: tuple[str, ...]
     k: int
     calibration: dict[str, tuple[float, float]]  # stage -> (a, b)
+    _matrix: F32 = field(init=False, repr=False, compare=False)  # every exemplar stacked: one product per text
+
+    def __post_init__(self) -> None:
+        stacked = np.vstack([*(self.positives[s] for s in self.stages), self.negatives]).astype(np.float32)
+        object.__setattr__(self, "_matrix", np.ascontiguousarray(stacked))
 
     def contrasts(self, vectors: F32) -> F32:
         """(n, stages) top-k similarity to each stage's positives minus the best competing top-k similarity
         (the negatives or any other stage), so a message resembling grooming in general does not score on
         every stage at once."""
-        neg = _top_k_mean(vectors @ self.negatives.T, self.k)
-        pos = np.stack([_top_k_mean(vectors @ self.positives[s].T, self.k) for s in self.stages], axis=1)
+        sims = vectors @ self._matrix.T  # one product against every exemplar, then sliced per group
+        bounds = np.cumsum([0, *(len(self.positive_texts[s]) for s in self.stages), len(self.negative_texts)])
+        pos = np.stack([_top_k_mean(sims[:, bounds[j] : bounds[j + 1]], self.k) for j in range(len(self.stages))],
+                       axis=1)
+        neg = _top_k_mean(sims[:, bounds[-2] :], self.k)
         cols = []
         for j in range(len(self.stages)):
             others = np.delete(pos, j, axis=1).max(axis=1) if len(self.stages) > 1 else neg
@@ -210,7 +223,8 @@ def load_exemplar_classifier(manifest: Manifest, stage_model: StageClassifier,
     if policy is None and isinstance(entry.get("cascade"), dict):
         raw = entry["cascade"]
         policy = CascadePolicy(frozenset(raw["relations"]), bool(raw["older_only"]),
-                               float(raw["min_conversation_risk"]), float(raw["min_stage_probability"]))
+                               float(raw["min_conversation_risk"]), float(raw["min_stage_probability"]),
+                               float(raw["case_level"]))
     return ExemplarClassifier(encoder, bank, stage_model, policy=policy,
                               version=str(entry.get("version", manifest.version)),
                               sha256=manifest.model_sha256(EXEMPLAR_MODEL_ID))

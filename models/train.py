@@ -69,9 +69,44 @@ Log = Callable[[str], None]
 
 
 # ---- stage classifier ------------------------------------------------------------------------------------
-def fit_ngram(texts: Sequence[str], targets: np.ndarray, weights: np.ndarray | None = None,
-              groups: Sequence[str] | None = None) -> NgramModel:
-    """Fit TF-IDF (char_wb + word) and one sigmoid-calibrated logistic model per label; export to numpy.
+@dataclass(slots=True)
+class SklearnStageModel:
+    """The scikit-learn objects as fitted (training only); ``export`` turns them into the shipped numpy model."""
+
+    char: Any
+    word: Any
+    calibrated: list[Any]  # one CalibratedClassifierCV (ensemble=False) per label
+
+    def transform(self, texts: Sequence[str]) -> Any:
+        from scipy import sparse
+
+        return sparse.hstack([self.char.transform(texts), self.word.transform(texts)]).tocsr()
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        x = self.transform(texts)
+        return np.stack([c.predict_proba(x)[:, 1] for c in self.calibrated], axis=1)
+
+    def export(self) -> NgramModel:
+        n_char = len(self.char.vocabulary_)
+        fitted = [c.calibrated_classifiers_[0] for c in self.calibrated]
+        coef = np.stack([f.estimator.coef_[0] for f in fitted], axis=1).astype(np.float64)
+        linear = CalibratedLinear(
+            LABELS[: len(fitted)], coef,
+            np.asarray([f.estimator.intercept_[0] for f in fitted], dtype=np.float64),
+            np.asarray([f.calibrators[0].a_ for f in fitted], dtype=np.float64),
+            np.asarray([f.calibrators[0].b_ for f in fitted], dtype=np.float64))
+        blocks = (
+            TfidfBlock("char_wb", *CHAR_NGRAMS, {str(k): int(v) for k, v in self.char.vocabulary_.items()},
+                       self.char.idf_.astype(np.float64), 0),
+            TfidfBlock("word", *WORD_NGRAMS, {str(k): int(v) for k, v in self.word.vocabulary_.items()},
+                       self.word.idf_.astype(np.float64), n_char),
+        )
+        return NgramModel(blocks, linear)
+
+
+def fit_sklearn(texts: Sequence[str], targets: np.ndarray, weights: np.ndarray | None = None,
+                groups: Sequence[str] | None = None, folds: int = 3) -> SklearnStageModel:
+    """TF-IDF (char_wb + word) and one sigmoid-calibrated logistic model per label (column of ``targets``).
 
     Platt scaling is fitted on out-of-fold scores with folds split by template (``groups``): renderings of one
     template in both the fitting and the calibration folds would make the calibration overconfident."""
@@ -86,29 +121,15 @@ def fit_ngram(texts: Sequence[str], targets: np.ndarray, weights: np.ndarray | N
     word = TfidfVectorizer(analyzer="word", ngram_range=WORD_NGRAMS, min_df=2, max_features=WORD_MAX_FEATURES,
                            sublinear_tf=True, dtype=np.float64)
     x = sparse.hstack([char.fit_transform(texts), word.fit_transform(texts)]).tocsr()
-    n_char = len(char.vocabulary_)
-    coef = np.zeros((x.shape[1], targets.shape[1]))
-    intercept = np.zeros(targets.shape[1])
-    platt_a = np.zeros(targets.shape[1])
-    platt_b = np.zeros(targets.shape[1])
+    calibrated: list[Any] = []
     for j in range(targets.shape[1]):
         base = LogisticRegression(C=LOGISTIC_C, max_iter=5000, class_weight="balanced", solver="liblinear",
                                   random_state=SEED)
-        folds = 3 if groups is None else list(GroupKFold(n_splits=3).split(x, targets[:, j], groups))
-        calibrated = CalibratedClassifierCV(base, method="sigmoid", cv=folds, ensemble=False)
-        calibrated.fit(x, targets[:, j], sample_weight=weights)
-        fitted = calibrated.calibrated_classifiers_[0]
-        coef[:, j] = fitted.estimator.coef_[0]
-        intercept[j] = fitted.estimator.intercept_[0]
-        platt_a[j] = fitted.calibrators[0].a_
-        platt_b[j] = fitted.calibrators[0].b_
-    blocks = (
-        TfidfBlock("char_wb", *CHAR_NGRAMS, {str(k): int(v) for k, v in char.vocabulary_.items()},
-                   char.idf_.astype(np.float64), 0),
-        TfidfBlock("word", *WORD_NGRAMS, {str(k): int(v) for k, v in word.vocabulary_.items()},
-                   word.idf_.astype(np.float64), n_char),
-    )
-    return NgramModel(blocks, CalibratedLinear(LABELS, coef, intercept, platt_a, platt_b))
+        splits: Any = folds if groups is None else list(GroupKFold(n_splits=folds).split(x, targets[:, j], groups))
+        model = CalibratedClassifierCV(base, method="sigmoid", cv=splits, ensemble=False)
+        model.fit(x, targets[:, j], sample_weight=weights)
+        calibrated.append(model)
+    return SklearnStageModel(char, word, calibrated)
 
 
 def _targets(messages: Sequence[Message]) -> np.ndarray:
@@ -121,7 +142,7 @@ def _targets(messages: Sequence[Message]) -> np.ndarray:
 
 def stage_classifier(messages: Sequence[Message], version: str = MODEL_VERSION, sha256: str = "") -> StageClassifier:
     weights = np.asarray([2.0 if m.source == "paraphrase" else 1.0 for m in messages])
-    model = fit_ngram([m.folded for m in messages], _targets(messages), weights, [m.group for m in messages])
+    model = fit_sklearn([m.folded for m in messages], _targets(messages), weights, [m.group for m in messages]).export()
     return StageClassifier(model, version=version, sha256=sha256 or "in-training")
 
 

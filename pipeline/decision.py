@@ -127,9 +127,14 @@ class RiskFusion(Protocol):
     Must be deterministic. Its output feeds ``combine`` and the fan-out sweep exactly like the hand-tuned value.
     """
 
-    name: str
-    version: str
-    sha256: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def sha256(self) -> str: ...
 
     def local_risk(self, inputs: FusionInputs) -> float: ...
 
