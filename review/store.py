@@ -160,7 +160,9 @@ class SqlCaseStore:
         keys = {(u.conversation_id, u.event_id): u for u in updates}
         if not keys:
             return []
-        rows = [{"conversation_id": c, "event_id": e, "case_id": None, "applied_at": now} for c, e in keys]
+        # Sorted: every writer takes these unique-key locks in the same order, so overlapping batches from two
+        # workers (after a rebalance) wait for each other instead of deadlocking.
+        rows = [{"conversation_id": c, "event_id": e, "case_id": None, "applied_at": now} for c, e in sorted(keys)]
         stmt = insert_ignore(self.dialect, CaseUpdateRow, CaseUpdateRow.conversation_id, CaseUpdateRow.event_id)
         claimed = {(r[0], r[1]) for r in session.execute(stmt, rows)}
         return [u for key, u in keys.items() if key in claimed]
@@ -277,7 +279,7 @@ class SqlCaseStore:
             return []
         records = {(d.conversation_id, d.event_id): (d, canonical(d.to_record())) for d in (*acted, *context)}
         rows = [{"conversation_id": conv, "event_id": event_id, "ts": _parse_ts(d.ts), "record": text.decode(),
-                 "audit_seq": None} for (conv, event_id), (d, text) in records.items()]
+                 "audit_seq": None} for (conv, event_id), (d, text) in sorted(records.items(), key=lambda kv: kv[0])]
         stmt = insert_ignore(self.dialect, DecisionRecordRow, DecisionRecordRow.conversation_id,
                              DecisionRecordRow.event_id)
         inserted = {(r[0], r[1]) for r in session.execute(stmt, rows)}
@@ -331,7 +333,7 @@ class SqlCaseStore:
         for event in events:
             candidates.setdefault((event.conversation_id, event.event_id), event)
         live = self._live_conversations(session, {conv for conv, _ in candidates})
-        rows = [_message_row(e) for (conv, _), e in candidates.items() if conv in live]
+        rows = [_message_row(e) for (conv, _), e in sorted(candidates.items(), key=lambda kv: kv[0]) if conv in live]
         if rows:
             session.execute(insert_ignore(self.dialect, MessageRow), rows)
 
