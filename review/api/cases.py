@@ -30,7 +30,7 @@ def list_cases(
     store: StoreDep, principal: PrincipalDep, now: NowDep,
     status: Annotated[CaseStatus | None, Query(description="open includes claimed cases whose lease lapsed")] = None,
     priority: Annotated[int | None, Query(ge=1, le=4)] = None,
-    stage: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    stage: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="e.g. secrecy")] = None,
     escalated: Annotated[bool | None, Query(description="senior, auditor and admin only")] = None,
     limit: Annotated[int, Query(ge=1, le=queue.MAX_PAGE)] = 50,
     offset: Annotated[int, Query(ge=0, le=queue.MAX_OFFSET)] = 0,

@@ -42,8 +42,11 @@ def test_queue_order_and_escalation_visibility(store: SqlCaseStore, clock: FakeC
     assert [c.conversation_id for c in moderator.items] == ["dm-small", "dm-secret", "dm-mild"]
     with pytest.raises(PermissionDeniedError):
         list_cases(store=store, principal=MIA, now=clock(), escalated=True)
-    only_secrecy = list_cases(store=store, principal=SAM, now=clock(), stage="meeting_request")
-    assert [c.conversation_id for c in only_secrecy.items] == ["dm-meet"]
+    meeting = list_cases(store=store, principal=SAM, now=clock(), stage="meeting_request")
+    assert [c.conversation_id for c in meeting.items] == ["dm-meet"] and meeting.total == 1
+    secrecy = list_cases(store=store, principal=SAM, now=clock(), stage="secrecy", limit=2)
+    assert (secrecy.total, len(secrecy.items), secrecy.next_offset) == (4, 2, 2)
+    assert list_cases(store=store, principal=SAM, now=clock(), stage="secre").total == 0  # whole names only
     page = list_cases(store=store, principal=SAM, now=clock(), limit=2, offset=0)
     assert (page.total, len(page.items), page.next_offset) == (4, 2, 2)
     assert list_cases(store=store, principal=SAM, now=clock(), limit=2, offset=2).next_offset is None
