@@ -62,13 +62,14 @@ def verify(
 
         from audit.log import snapshot
         from review.cli import open_store_or_fail
-        from review.integrity import check_decision_records
+        from review.integrity import check_decision_records, missing_guards
 
         store = open_store_or_fail(load_settings())
         try:
             with snapshot(store.engine) as conn:
                 report = store.audit.verify(conn, key)
                 report.failures.extend(check_decision_records(Session(bind=conn)))
+                report.warnings.extend(missing_guards(conn))
         finally:
             store.close()
     for warning in report.warnings:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select, text
 from sqlalchemy.orm import Session
 
 from audit.chain import sha256_hex
@@ -17,6 +17,20 @@ from audit.tables import audit_entries
 from review.models import DecisionRecordRow
 
 BATCH = 1000
+GUARDED = ("audit_entries", "audit_checkpoints")
+
+
+def missing_guards(conn: Connection) -> list[str]:
+    """Audit tables whose append-only triggers are missing or disabled (someone with DDL rights removed them)."""
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(text(
+            "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND t.tgname LIKE '%append_only'")).scalars()
+    else:
+        rows = conn.execute(text("SELECT tbl_name FROM sqlite_master WHERE type = 'trigger' "
+                                 "AND name LIKE '%no_update'")).scalars()
+    present = set(rows)
+    return [f"table {t} has no active append-only trigger" for t in GUARDED if t not in present]
 
 
 def check_decision_records(session: Session) -> list[str]:
