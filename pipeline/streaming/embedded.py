@@ -191,7 +191,11 @@ class EmbeddedStack:
         url = f"tcp://127.0.0.1:{port}"
         argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                 "--storage-engine", "memory://tansu/"]
-        return self._spawn("kafka", argv, port)
+        record = self._spawn("kafka", argv, port)
+        log.warning("the embedded broker keeps everything in memory: stopping it loses topics, records and "
+                    "committed offsets; use Apache Kafka (LIFEGUARD_KAFKA_BOOTSTRAP) for anything durable",
+                    extra={"ctx": {"address": record.address}})
+        return record
 
     def _start_redis(self) -> ServiceRecord:
         port = free_port()

@@ -28,6 +28,8 @@ class WorkerMetrics:
         self.duplicates = Counter("lifeguard_events_duplicate", "Events skipped as already processed", registry=r)
         self.dead_lettered = Counter("lifeguard_events_dead_lettered", "Records sent to the dead-letter topic",
                                      ["reason_kind"], registry=r)
+        self.misrouted = Counter("lifeguard_events_misrouted", "Events whose record key is not their conversation id",
+                                 registry=r)
         self.case_updates = Counter("lifeguard_case_updates", "Case open/attach updates written", registry=r)
         self.cases_opened = Counter("lifeguard_cases_opened", "Conversations whose first case update was written",
                                     registry=r)

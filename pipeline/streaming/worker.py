@@ -324,11 +324,15 @@ class Worker:
                 "reason": letter.reason}})
             if len(self.stats.dead_letter_reasons) < MAX_KEPT_REASONS:
                 self.stats.dead_letter_reasons.append((letter.topic, letter.partition, letter.offset, letter.reason))
-        for event, record in zip(parsed.events, parsed.event_records, strict=True):
-            if record.key is not None and record.key != event.conversation_id.encode("utf-8"):
-                log.warning("event keyed by something other than its conversation id; per-conversation order "
-                            "is not guaranteed for it", extra={"ctx": {"event_id": event.event_id,
-                                                                      "partition": record.partition}})
+        misrouted = [(e, r) for e, r in zip(parsed.events, parsed.event_records, strict=True)
+                     if r.key != e.conversation_id.encode("utf-8")]
+        if misrouted:
+            self.metrics.misrouted.inc(len(misrouted))
+            event, record = misrouted[0]
+            log.warning("events not keyed by their conversation id: their conversation may be split across "
+                        "partitions and workers, so its order is not guaranteed; fix the producer's key",
+                        extra={"ctx": {"count": len(misrouted), "first_event_id": event.event_id,
+                                       "partition": record.partition, "offset": record.offset}})
 
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         owned = set(self.consumer.assignment())
