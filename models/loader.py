@@ -30,14 +30,19 @@ class LoadedModels:
 
 def load_models(root: Path | None = None, *, exemplar: bool = True, fusion: bool | None = None) -> LoadedModels:
     """The stage classifier, the exemplar classifier (cascade) and, when training adopted it (or ``fusion`` is
-    True), the learned fusion."""
+    True), the learned fusion. Training records both choices in the manifest from validation figures: the
+    fusion only if it beat the hand-tuned weights, the models at all only if they beat the rules alone."""
     manifest = read_manifest(root or MODELS_DIR)
     _single_threaded_blas()
+    decision = manifest.models.get(FUSION_MODEL_ID, {})
+    if not decision.get("use_models", True):
+        # training measured the rules alone better than any model combination on validation: ship that choice
+        return LoadedModels((), None, manifest.version)
     stage = load_stage_classifier(manifest)
     classifiers: tuple[MessageClassifier, ...] = (stage,)
     if exemplar:
         classifiers = (stage, load_exemplar_classifier(manifest, stage))
-    adopted = bool(manifest.models.get(FUSION_MODEL_ID, {}).get("adopted", False))
+    adopted = bool(decision.get("adopted", False))
     use_fusion = adopted if fusion is None else fusion
     return LoadedModels(classifiers, load_fusion(manifest) if use_fusion else None, manifest.version)
 
