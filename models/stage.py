@@ -25,6 +25,9 @@ STAGE_MODEL_ID = "stage-ngram"
 VOCABULARY_FILE = "stage/vocabulary.json"
 WEIGHTS_FILE = "stage/weights.safetensors"
 CACHE_LIMIT = 200_000  # memoised texts; cleared wholesale when full (results never depend on the cache)
+# Relations with a real age difference. Between peers of one band "older" and "younger" are arbitrary, and an
+# adult posing as the child's peer must not lose their messages' evidence to that coin toss.
+AGE_GAP_RELATIONS = frozenset({"adult_minor", "unknown_minor", "older_minor"})
 
 
 class StageClassifier:
@@ -52,7 +55,7 @@ class StageClassifier:
         return cached
 
     def score(self, text: NormalisedText, context: ClassifierContext) -> StageScores | None:
-        if context.sender_role == "younger":
+        if context.sender_role == "younger" and context.pair.relation in AGE_GAP_RELATIONS:
             return None  # grooming stages are the older party's behaviour; a child's replies are not evidence
         probs = self.probabilities(text.text)
         return StageScores(self.name, self.version, self.sha256, dict(zip(self.labels, probs, strict=True)))
