@@ -1,5 +1,9 @@
-"""Learned conversation fusion: a logistic combination of stage evidence, progression, age features, rule hits
-and fan-out, replacing the hand-tuned ``pair.factor * stage_score(evidence)`` when it measures better.
+"""Learned conversation fusion: a logistic combination of stage evidence, progression, age features and rule
+hits, replacing the hand-tuned ``pair.factor * stage_score(evidence)`` when it measures better.
+
+Fan-out is not a fusion input on purpose: a count of the older party's other conversations depends on the
+order partitions are processed in. It stays with the subject rules, whose bonus ``combine`` adds to the fused
+local risk and whose sweep re-scores every conversation of the subject, so flags stay order-free.
 
 The output is shifted so that the chosen operating point (the case threshold picked for a stated
 false-positive rate on validation conversations) maps to 0.5, the pipeline's case threshold: operators keep
@@ -33,7 +37,7 @@ def feature_names() -> list[str]:
     names += [f"factor_x_ev_{s}" for s in EVIDENCE_STAGES]
     names += ["progressed", "factor_x_progressed", "stage_score", "handtuned_risk"]
     names += [f"{r}_x_stage_score" for r in RELATIONS]
-    names += ["gap_x_stage_score", "log_rule_hits", "factor_x_log_older_contacts"]
+    names += ["gap_x_stage_score", "log_rule_hits"]
     return names
 
 
@@ -51,8 +55,7 @@ def features(inputs: FusionInputs) -> list[float]:
     out = values + [factor * v for v in values]
     out += [progressed, factor * progressed, combined, factor * combined]
     out += [combined if inputs.pair.relation == r else 0.0 for r in RELATIONS]
-    out += [combined * inputs.pair.gap_years / 10.0, math.log1p(inputs.rule_hits),
-            factor * math.log1p(inputs.older_contacts)]
+    out += [combined * inputs.pair.gap_years / 10.0, math.log1p(inputs.rule_hits)]
     return out
 
 

@@ -118,7 +118,8 @@ class FusionInputs:
     pair: PairAssessment
     rule_hits: int  # enforce-mode rule hits in the conversation so far, this event's included
     events: int  # events in the conversation so far, this one included
-    older_contacts: int  # the older party's other private conversations with minors (fan-out), before this event
+    # Deliberately no cross-conversation input (e.g. the older party's other contacts): it would depend on the
+    # order partitions are processed in. Fan-out reaches the risk through subject rules, combine and the sweep.
 
 
 class RiskFusion(Protocol):
@@ -331,10 +332,7 @@ def decide(event: Event, snapshot: Snapshot, detectors: Detectors, text: Normali
         local_risk = pair.factor * stage_score(evidence)
     else:
         fusion = detectors.fusion
-        older = snapshot.profiles.get(pair.older) if pair.older is not None else None
-        contacts = sum(1 for c in older.contacts if c != conv_id) if older is not None else 0
-        local_risk = fusion.local_risk(FusionInputs(evidence, pair, sum(hit_counts.values()), before.events + 1,
-                                                    contacts))
+        local_risk = fusion.local_risk(FusionInputs(evidence, pair, sum(hit_counts.values()), before.events + 1))
         model_info.append({"id": fusion.name, "version": fusion.version, "sha256": fusion.sha256})
     peak_local = max(before.peak_local, local_risk)
 

@@ -25,9 +25,8 @@ def fusion() -> LogisticRiskFusion:
     return load_fusion(read_manifest(MODELS_DIR))
 
 
-def _inputs(evidence: dict[str, float], pair: PairAssessment = ADULT_MINOR, hits: int = 2,
-            contacts: int = 0) -> FusionInputs:
-    return FusionInputs(evidence, pair, hits, 10, contacts)
+def _inputs(evidence: dict[str, float], pair: PairAssessment = ADULT_MINOR, hits: int = 2) -> FusionInputs:
+    return FusionInputs(evidence, pair, hits, 10)
 
 
 def test_features_match_names() -> None:
