@@ -36,11 +36,15 @@ def _count_lines(path: Path) -> int:
 
 
 def build_detectors(rules_dir: Path | None, *, with_models: bool = True) -> Detectors:
+    from models.manifest import ModelArtifactError
+
     try:
         return load_detectors(load_settings(rules_dir=rules_dir), with_models=with_models)
     except RulePackError as exc:
         fail(f"rule packs: {exc}")
-        raise  # unreachable; fail() exits
+    except ModelArtifactError as exc:
+        fail(f"models: {exc}")
+    raise AssertionError("unreachable: fail() exits")
 
 
 @app.command("replay")
@@ -50,11 +54,12 @@ def replay_command(
     rules_dir: Annotated[Path | None, typer.Option("--rules", help="Rule pack folder (default: rules/).")] = None,
     persist: Annotated[bool, typer.Option("--persist", help="Also write cases, decision records and messages to the "
                                           "case store (LIFEGUARD_DATABASE_URL; default: embedded SQLite).")] = False,
+    no_models: Annotated[bool, typer.Option("--no-models", help="Rules and age policy only (the baseline).")] = False,
 ) -> None:
     """Run every event through the decision core with in-memory state and write a report."""
     if not events.is_file():
         fail(f"cannot read {events}: no such file")
-    detectors = build_detectors(rules_dir)
+    detectors = build_detectors(rules_dir, with_models=not no_models)
     show_progress = sys.stderr.isatty()
     sink = None
     if persist:
