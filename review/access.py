@@ -118,3 +118,11 @@ def authenticate(*, store: SqlCaseStore, token: str) -> Principal | None:
         row = session.scalars(select(ApiTokenRow).where(ApiTokenRow.token_sha256 == token_sha256(token),
                                                         ApiTokenRow.revoked_at.is_(None))).first()
         return None if row is None else Principal(row.id, row.name, Role(row.role))
+
+
+def principal_by_token_id(*, store: SqlCaseStore, token_id: str) -> Principal | None:
+    """The principal of a live token by its id: the browser console's session keeps the id, never the token,
+    so a revoked token ends its console sessions on the next request."""
+    with store.sessions() as session:
+        row = session.get(ApiTokenRow, token_id)
+        return None if row is None or row.revoked_at is not None else Principal(row.id, row.name, Role(row.role))

@@ -285,3 +285,25 @@ def case_detail(*, store: SqlCaseStore, principal: Principal, case_id: str, now:
                      "messages": [m.event_id for m in transcript.messages],
                      "records": sorted({h.event_id for h in hits})})])
         return detail
+
+
+def message_detail(session: Session, case_id: str, conversation_id: str, event_id: str) -> TranscriptMessage | None:
+    """One stored message with its evidence highlights, as ``case_detail``'s transcript shows it (the console
+    reveals redacted messages one at a time with this). Not audited here: the caller records why it read it."""
+    row = session.get(MessageRow, (conversation_id, event_id))
+    if row is None:
+        return None
+    records = [json.loads(r) for r in session.scalars(
+        select(DecisionRecordRow.record).where(DecisionRecordRow.conversation_id == conversation_id)
+        .order_by(DecisionRecordRow.ts, DecisionRecordRow.event_id))]
+    hits = [h for record in records for h in _hits(record)]
+    evidence_ids = {h.event_id for h in hits if not h.shadow} | set(session.scalars(
+        select(CaseReasonRow.event_id).where(CaseReasonRow.case_id == case_id)))
+    text = row.text
+    marks = tuple(Highlight(max(0, start), min(len(text), end), h.kind, h.id, h.stage)
+                  for h in hits if h.event_id == event_id and text is not None
+                  for start, end in h.spans if start < len(text))
+    return TranscriptMessage(
+        row.event_id, row.ts, row.event_type, row.sender_id, row.sender_band, row.target_id, text, row.text_sha256,
+        row.purged_at is not None, row.amount, row.currency, event_id in evidence_ids, marks,
+        _segments(text, marks) if text is not None else ())

@@ -72,6 +72,8 @@ def create_app(store: SqlCaseStore, *, clock: Callable[[], datetime] = utc_now) 
 
     app.include_router(cases.router)
     app.include_router(trail.router)
+    from review.console import mount_console  # here: review.console imports review.api's dependencies
+    mount_console(app)  # the browser console at /console/, over the same services
 
     @app.get("/healthz", response_model=HealthOut, tags=["ops"])
     def healthz() -> HealthOut:
