@@ -10,10 +10,10 @@ from typing import Any
 
 from pipeline.detectors import load_detectors
 from pipeline.replay import replay
-from pipeline.settings import Settings
 from review.access import Role, create_token
 from review.store import SqlCaseStore, open_case_store, utc_now
 from tests.review import conversations as conv
+from tests.review.databases import settings_for
 
 # Contact details in the adult's messages: the console must hide them until a reveal.
 PHONE = "07700 900123"
@@ -55,7 +55,7 @@ class World:
 
 
 def build_world(data_dir: Path, *, with_models: bool = True) -> World:
-    settings = Settings(data_dir=data_dir, lease_seconds=300, audit_checkpoint_every=20)
+    settings = settings_for("sqlite", data_dir, lease_seconds=300, audit_checkpoint_every=20)
     clock = ShiftedClock(timedelta(minutes=20))
     store = open_case_store(settings, clock=clock)
     detectors = load_detectors(settings, with_models=with_models)

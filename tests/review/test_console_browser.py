@@ -156,7 +156,8 @@ def test_queue_and_case_page_for_a_moderator(console: Console, page: Any) -> Non
 
 def test_a_moderator_claims_and_decides_with_the_keyboard_only(console: Console, page: Any) -> None:
     page.goto(console.url("/console/sign-in"))
-    page.keyboard.type(console.world.tokens["moderator"])  # the token field has focus on load
+    expect(page.locator("#token")).to_be_focused()  # autofocus: no click needed
+    page.keyboard.type(console.world.tokens["moderator"])
     page.keyboard.press("Enter")
     page.wait_for_url("**/console/queue")
     page.keyboard.press("?")
@@ -245,7 +246,7 @@ def test_the_auditor_reads_everything_and_can_change_nothing(console: Console, p
 
 def test_a_post_without_the_csrf_token_is_refused(console: Console, page: Any) -> None:
     sign_in(page, console, "moderator")
-    case_id = console.world.cases["dm-003"]
+    case_id = console.world.cases["dm-001"]
     claim = console.url(f"/console/cases/{case_id}/claim")
     assert page.request.post(claim, form={}, max_redirects=0).status == 403
     assert page.request.post(claim, form={"csrf_token": "forged"}, max_redirects=0).status == 403
