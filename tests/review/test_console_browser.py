@@ -101,6 +101,32 @@ def screenshot(page: Any, name: str, *, full_page: bool = False) -> None:
     page.screenshot(path=str(ARTIFACTS / name), full_page=full_page)
 
 
+CONTRAST_JS = """(selector) => Array.from(document.querySelectorAll(selector)).slice(0, 3).map((el) => {
+  let bg = el, color = getComputedStyle(el).color, back = "rgba(0, 0, 0, 0)";
+  while (bg && (back === "rgba(0, 0, 0, 0)" || back === "transparent")) {
+    back = getComputedStyle(bg).backgroundColor; bg = bg.parentElement;
+  }
+  return [color, back];
+})"""
+
+
+def _luminance(css: str) -> float:
+    channels = [int(x) / 255 for x in re.findall(r"\d+", css)[:3]]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(page: Any, selector: str) -> float:
+    """The lowest text/background contrast ratio among the first elements matching ``selector``."""
+    pairs = page.evaluate(CONTRAST_JS, selector)
+    assert pairs, selector
+    ratios = []
+    for fg, bg in pairs:
+        light, dark = sorted((_luminance(fg), _luminance(bg)), reverse=True)
+        ratios.append((light + 0.05) / (dark + 0.05))
+    return min(ratios)
+
+
 def case_row(console: Console, case_id: str) -> CaseRow:
     with console.world.store.sessions() as session:
         row = session.get(CaseRow, case_id)
@@ -132,6 +158,7 @@ def test_queue_and_case_page_for_a_moderator(console: Console, page: Any) -> Non
     expect(rows.first).to_be_visible()
     assert page.locator("tr.overdue").count() >= 1  # the cases stored 20 minutes ago are past first review
     expect(page.locator("tr.overdue .sla-overdue").first).to_contain_text("overdue")
+    assert contrast(page, ".sla-overdue") >= 4.5 and contrast(page, ".case-link") >= 4.5
     assert page.locator(".badge-escalated").count() == 0  # escalations are for seniors
     screenshot(page, "console-queue.png")
 
@@ -151,7 +178,13 @@ def test_queue_and_case_page_for_a_moderator(console: Console, page: Any) -> Non
     expect(page.locator("section[aria-labelledby=fanout-title]")).to_contain_text(console.world.cases["dm-other"])
     expect(page.locator("section[aria-labelledby=models-title] tbody tr").first).to_be_visible()
     expect(page.locator("input[value=reported_ncmec]")).to_have_count(0)  # moderators do not report to NCMEC
+    for selector in ("body", ".msg-body", "mark", ".redacted", "button.primary", ".sla", ".hint", ".stage",
+                     ".prio-1", "th", ".msg-meta", "label"):
+        assert contrast(page, selector) >= 4.5, selector  # WCAG AA for text
     screenshot(page, "console-case.png", full_page=True)
+    page.keyboard.press("Tab")
+    outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid"  # focus is visible
 
 
 def test_a_moderator_claims_and_decides_with_the_keyboard_only(console: Console, page: Any) -> None:
@@ -241,7 +274,9 @@ def test_the_auditor_reads_everything_and_can_change_nothing(console: Console, p
 
     page.goto(console.url("/console/audit"))
     expect(page.locator("section[aria-labelledby=cp-title] tbody tr").first).to_be_visible()
+    page.goto(console.url("/console/audit?after_seq=0"))
     expect(page.locator("table.entries")).to_contain_text("case.opened")
+    screenshot(page, "console-audit.png")
 
 
 def test_a_post_without_the_csrf_token_is_refused(console: Console, page: Any) -> None:
