@@ -148,10 +148,11 @@ class ConsoleRoute(APIRoute):
                 return response
             except CsrfError as exc:
                 return _error_page(request, 403, "Request refused", str(exc))
-            except RequestValidationError:
-                bad_path = request.path_params and request.method == "GET"
-                return _error_page(request, 404 if bad_path else 422, "Not found" if bad_path else "Bad request",
-                                   "That address or form value is not valid here.")
+            except RequestValidationError as exc:
+                if any(err.get("loc", ("",))[0] == "path" for err in exc.errors()):
+                    return _error_page(request, 404, "Not found", "There is no such page or case.")
+                names = sorted({str(err.get("loc", ("", "?"))[-1]) for err in exc.errors()})
+                return _error_page(request, 422, "Bad request", f"Not valid here: {', '.join(names)}.")
             except (CaseConflictError, InvalidDecisionError) as exc:
                 if request.method == "POST" and not _wants_fragment(request):
                     case_id = request.path_params.get("case_id")

@@ -296,3 +296,14 @@ def test_stage_codes_are_the_codes_the_rule_packs_cite() -> None:
     for rule in load_rulebook(None).rules:
         cited.setdefault(rule.rule.stage.value, set()).add(rule.rule.policy.split()[0])
     assert {stage: {c.value for c in codes} for stage, codes in STAGE_CODES.items()} == cited
+
+
+def test_bad_addresses_are_html_errors_not_json(world: World) -> None:
+    moderator = world.browser("moderator")
+    missing = moderator.get("/console/cases/case-00000000000000000000")
+    assert missing.status_code == 404 and "text/html" in missing.headers["content-type"]
+    assert moderator.get("/console/cases/not-a-case").status_code == 404
+    typo = moderator.get("/console/queue?statuss=open")
+    assert typo.status_code == 422 and "statuss" in typo.text
+    odd = moderator.get("/console/queue?status=archived&stage=DROP")
+    assert odd.status_code == 200 and "unknown status" in odd.text and "unknown stage" in odd.text
