@@ -114,8 +114,12 @@ class WorkerProcess:
         self.process.start()
 
     def wait_ready(self, timeout: float = 60) -> None:
-        if not self.ready.wait(timeout):
-            raise TimeoutError("the worker did not get partitions")
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.5):
+            if not self.process.is_alive():
+                raise RuntimeError(f"the worker process exited with {self.process.exitcode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the worker did not get partitions")
 
     def finish(self) -> dict[str, Any]:
         self.stop.set()
