@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import jinja2
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -49,6 +51,7 @@ from review.policy import Action, CaseStatus, ReasonCode
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
+SAFE_NEXT = re.compile(r"/console/[A-Za-z0-9_./-]{0,180}")
 FRAGMENT_HEADER = "x-console-fetch"  # console.js sets it on its fetches: answer with a fragment or JSON
 SECURITY_HEADERS: Mapping[str, str] = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -143,7 +146,8 @@ class ConsoleRoute(APIRoute):
             except SignInRequiredError:
                 if _wants_fragment(request):
                     return JSONResponse({"detail": "signed out: sign in again"}, status_code=401)
-                response = redirect(request, "/console/sign-in")
+                back = request.url.path if request.method == "GET" else ""
+                response = redirect(request, "/console/sign-in" + (f"?next={quote(back)}" if _safe_next(back) else ""))
                 _book(request).clear_session(response)
                 return response
             except CsrfError as exc:
@@ -194,35 +198,49 @@ def home() -> Response:
     return RedirectResponse("/console/queue", status_code=303)
 
 
+def _safe_next(path: str) -> bool:
+    """Only a console page of this site: no other host, no scheme, no dot segments, no sign-in loop."""
+    return (SAFE_NEXT.fullmatch(path) is not None and ".." not in path and "//" not in path
+            and not path.startswith("/console/sign-"))
+
+
+NextPath = Annotated[str, Query(alias="next", max_length=200)]
+
+
 @router.get("/sign-in")
-def sign_in_page(request: Request) -> Response:
+def sign_in_page(request: Request, next_path: NextPath = "") -> Response:
     try:
         _book(request).read(request)
-        return redirect(request, "/console/queue")
+        return redirect(request, next_path if _safe_next(next_path) else "/console/queue")
     except SignInRequiredError:
-        return _sign_in_form(request, error=None, status=200)
+        return _sign_in_form(request, error=None, status=200, next_path=next_path)
 
 
-def _sign_in_form(request: Request, *, error: str | None, status: int) -> Response:
+def _sign_in_form(request: Request, *, error: str | None, status: int, next_path: str) -> Response:
     book = _book(request)
     nonce = book.sign_in_nonce(request)
-    response = render(request, "sign_in.html", {"nonce": nonce, "error": error}, status_code=status)
+    response = render(request, "sign_in.html", {"nonce": nonce, "error": error,
+                                                "next": next_path if _safe_next(next_path) else ""},
+                      status_code=status)
     book.set_sign_in_nonce(request, response, nonce)
     return response
 
 
 @router.post("/sign-in")
 def sign_in(request: Request, store: StoreDep, token: Annotated[str, Form(max_length=500)] = "",
-            csrf_token: Annotated[str | None, Form(max_length=200)] = None) -> Response:
+            csrf_token: Annotated[str | None, Form(max_length=200)] = None,
+            next_path: Annotated[str, Form(alias="next", max_length=200)] = "") -> Response:
     check_sign_in_nonce(request, csrf_token)
     principal = authenticate(store=store, token=token.strip())
     if principal is None:
-        return _sign_in_form(request, status=401, error="That token was not accepted: it is unknown, mistyped or "
-                             "revoked. Paste the whole token (it starts with lgt_) or ask an admin for a new one.")
+        return _sign_in_form(request, status=401, next_path=next_path,
+                             error="That token was not accepted: it is unknown, mistyped or revoked. Paste the "
+                                   "whole token (it starts with lgt_) or ask an admin for a new one.")
     book = _book(request)
     session = book.new_session(principal)
     audit_sign(store, principal, "signed_in")
-    response = redirect(request, "/console/queue", Flash("ok", f"Signed in as {principal.name} ({principal.role})."))
+    response = redirect(request, next_path if _safe_next(next_path) else "/console/queue",
+                        Flash("ok", f"Signed in as {principal.name} ({principal.role})."))
     book.set_session(request, response, session)
     response.delete_cookie(SIGN_IN_COOKIE, path="/console", httponly=True, samesite="strict")
     return response

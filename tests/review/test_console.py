@@ -83,7 +83,7 @@ def test_pages_need_a_session(world: World) -> None:
     anonymous = world.browser()
     for path in ("/console/queue", f"/console/cases/{world.cases['dm-secret']}", "/console/audit"):
         answer = anonymous.get(path)
-        assert (answer.status_code, answer.headers["location"]) == (303, "/console/sign-in")
+        assert (answer.status_code, answer.headers["location"]) == (303, f"/console/sign-in?next={path}")
     assert anonymous.client.post(f"/console/cases/{world.cases['dm-secret']}/claim").status_code == 303
 
 
@@ -307,3 +307,23 @@ def test_bad_addresses_are_html_errors_not_json(world: World) -> None:
     assert typo.status_code == 422 and "statuss" in typo.text
     odd = moderator.get("/console/queue?status=archived&stage=DROP")
     assert odd.status_code == 200 and "unknown status" in odd.text and "unknown stage" in odd.text
+
+
+def test_sign_in_returns_to_the_page_asked_for_and_only_to_a_console_page(world: World) -> None:
+    browser = world.browser()
+    case_path = f"/console/cases/{world.cases['dm-secret']}"
+    assert browser.get(case_path).headers["location"] == f"/console/sign-in?next={case_path}"
+    form = browser.get(f"/console/sign-in?next={case_path}").text
+    nonce = CSRF_FIELD.search(form)
+    assert nonce is not None and f'name="next" value="{case_path}"' in form
+    answer = browser.client.post("/console/sign-in", data={"token": world.tokens["moderator"],
+                                                           "csrf_token": nonce.group(1), "next": case_path})
+    assert answer.headers["location"] == case_path
+    for evil in ("https://evil.example/", "//evil.example/console/", "/console/../v1/cases", "/v1/cases"):
+        other = world.browser()
+        page = other.get(f"/console/sign-in?next={evil}").text
+        nonce = CSRF_FIELD.search(page)
+        assert nonce is not None and 'name="next"' not in page
+        sent = other.client.post("/console/sign-in", data={"token": world.tokens["moderator"],
+                                                          "csrf_token": nonce.group(1), "next": evil})
+        assert sent.headers["location"] == "/console/queue", evil

@@ -89,11 +89,16 @@ def page(browser: Any) -> Iterator[Any]:
     context.close()
 
 
+QUEUE = re.compile(r"^http://[^/]+/console/queue$")
+SIGN_IN = re.compile(r"^http://[^/]+/console/sign-in(\?next=[^&]*)?$")
+
+
 def sign_in(page: Any, console: Console, role: str) -> None:
     page.goto(console.url("/console/"))
+    page.wait_for_url(SIGN_IN)
     page.locator("#token").fill(console.world.tokens[role])
     page.keyboard.press("Enter")
-    page.wait_for_url("**/console/queue")
+    page.wait_for_url(QUEUE)
 
 
 def screenshot(page: Any, name: str, *, full_page: bool = False) -> None:
@@ -143,7 +148,7 @@ def audit_entries(console: Console, action: str) -> list[dict[str, Any]]:
 
 def test_a_wrong_token_is_a_clear_error_on_the_sign_in_page(console: Console, page: Any) -> None:
     page.goto(console.url("/console/queue"))
-    page.wait_for_url("**/console/sign-in")
+    page.wait_for_url(SIGN_IN)
     page.locator("#token").fill("lgt_this-is-not-a-token")
     page.keyboard.press("Enter")
     expect(page.locator("#sign-in-error")).to_contain_text("not accepted")
@@ -192,7 +197,7 @@ def test_a_moderator_claims_and_decides_with_the_keyboard_only(console: Console,
     expect(page.locator("#token")).to_be_focused()  # autofocus: no click needed
     page.keyboard.type(console.world.tokens["moderator"])
     page.keyboard.press("Enter")
-    page.wait_for_url("**/console/queue")
+    page.wait_for_url(QUEUE)
     page.keyboard.press("?")
     expect(page.locator("#help")).to_be_visible()
     page.keyboard.press("Escape")
@@ -208,7 +213,7 @@ def test_a_moderator_claims_and_decides_with_the_keyboard_only(console: Console,
     expect(page.locator("#action-restricted")).to_be_checked()
     expect(page.locator("#reason_code")).to_have_value(re.compile(r"^CSE-"))
     page.keyboard.press("Enter")
-    page.wait_for_url("**/console/queue")
+    page.wait_for_url(QUEUE)
     expect(page.locator("#flash")).to_contain_text(f"Decided {case_id}: restrict")
 
     row = case_row(console, case_id)
@@ -307,7 +312,7 @@ def test_a_senior_sees_escalations_and_reports_to_ncmec(console: Console, browse
     page.keyboard.press("6")
     expect(page.locator("#action-reported_ncmec")).to_be_checked()
     page.keyboard.press("Enter")
-    page.wait_for_url("**/console/queue")
+    page.wait_for_url(QUEUE)
     assert case_row(console, case_id).outcome == "reported_ncmec"
 
     moderator = browser.new_page()
@@ -325,12 +330,12 @@ def test_sign_out_ends_the_session(console: Console, page: Any) -> None:
     session = next(c for c in page.context.cookies() if c["name"] == "lg_console")
     assert session["httpOnly"] and session["sameSite"] == "Strict"
     page.locator("#sign-out").click()
-    page.wait_for_url("**/console/sign-in")
+    page.wait_for_url(SIGN_IN)
     expect(page.locator("#flash")).to_contain_text("Signed out")
     page.goto(console.url("/console/queue"))
-    page.wait_for_url("**/console/sign-in")
+    page.wait_for_url(SIGN_IN)
     page.context.add_cookies([session])  # a copy of the old cookie is refused too
     page.goto(console.url("/console/queue"))
-    page.wait_for_url("**/console/sign-in")
+    page.wait_for_url(SIGN_IN)
     actors = {e["actor"] for e in audit_entries(console, "console.signed_out")}
     assert console.world.store.audit.pseudonyms("moderator-mia") in actors
