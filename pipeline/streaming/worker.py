@@ -216,6 +216,8 @@ class Worker:
         if pending:
             try:
                 self.consumer.commit(offsets=pending, timeout_ms=CLIENT_TIMEOUT_MS)
+                with self._lock:
+                    self._pending.clear()
             except KafkaError as exc:
                 log.warning("final offset commit failed; those records will be redelivered (dedupe skips them)",
                             extra={"ctx": {"error": str(exc)}})

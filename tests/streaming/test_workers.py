@@ -99,21 +99,6 @@ def test_produce_to_cases_dead_letters_and_sigterm(world: World, stream: Stream)
     assert {a["conversation_id"] for a in actions} <= set(stream.flagged())
 
 
-def _fusion_counts_contacts_at_event_time() -> bool:
-    """The learned fusion's ``older_contacts`` input counts the adult's other minor conversations *seen so far*:
-    with several partitions that depends on which partition a worker happened to read first, so the risk of
-    such conversations drifts from replay in the 4th decimal. Known, to be fixed in the decision core (make the
-    input order-free or leave fan-out to the subject rules and their sweep); until then the test is expected
-    to fail, and it re-arms by itself once the feature is gone."""
-    try:
-        from models.fusion import feature_names
-    except ImportError:
-        return False
-    return any("older_contacts" in name for name in feature_names())
-
-
-@pytest.mark.xfail(_fusion_counts_contacts_at_event_time(), strict=False, raises=RiskDriftError,
-                   reason="decision core: fusion input older_contacts depends on cross-partition order")
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_sigkill_mid_stream_and_restart_equals_replay(world: World, stream: Stream, database: str,
                                                       request: pytest.FixtureRequest) -> None:
