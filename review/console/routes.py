@@ -102,10 +102,11 @@ def _wants_fragment(request: Request) -> bool:
 
 
 def render(request: Request, name: str, context: dict[str, Any], *, visitor: Visitor | None = None,
-           status_code: int = 200) -> Response:
+           status_code: int = 200, fragment: bool = False) -> Response:
+    """A page (which shows and clears the pending flash message) or, with ``fragment``, a piece of one."""
     book = _book(request)
     principal = visitor.principal if visitor else None
-    flash = context.pop("flash", None) or book.read_flash(request)
+    flash = None if fragment else book.read_flash(request)
     base = {"principal": principal, "csrf": visitor.session.csrf if visitor else "", "flash": flash,
             "section": "audit" if name == "audit.html" else "queue",
             "can_work": bool(principal and principal.can(Permission.WORK_CASES)),
@@ -113,7 +114,8 @@ def render(request: Request, name: str, context: dict[str, Any], *, visitor: Vis
             "can_escalated": bool(principal and principal.can(Permission.READ_ESCALATED))}
     response = templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code,
                                           headers=dict(SECURITY_HEADERS))
-    book.clear_flash(request, response)
+    if not fragment:
+        book.clear_flash(request, response)
     return response
 
 
@@ -381,7 +383,7 @@ def reveal(request: Request, store: StoreDep, now: NowDep, visitor: PostedDep, c
     message = reveal_message(store=store, principal=visitor.principal, case_id=case_id, event_id=event_id, now=now)
     if _wants_fragment(request):
         view = pages.message_view(message, older=None, younger=None, revealed=True)
-        return render(request, "_message_body.html", {"m": view}, visitor=visitor)
+        return render(request, "_message_body.html", {"m": view}, visitor=visitor, fragment=True)
     return _case_response(request, store, now, visitor, case_id, 50, revealed=message)
 
 

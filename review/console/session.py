@@ -26,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -175,12 +176,11 @@ class SessionBook:
 
 
 def same_origin(request: Request) -> bool:
-    """False when the browser says the request came from another site (``Origin`` or ``Sec-Fetch-Site``)."""
+    """False when the browser says the request came from another site (``Origin`` or ``Sec-Fetch-Site``).
+    Hosts are compared without the scheme, so a TLS-terminating proxy in front does not refuse every form."""
     origin = request.headers.get("origin")
-    if origin is not None and origin != "null":
-        own = f"{request.url.scheme}://{request.url.netloc}"
-        if origin != own:
-            return False
+    if origin is not None and origin != "null" and urlsplit(origin).netloc != request.headers.get("host", ""):
+        return False
     return request.headers.get("sec-fetch-site", "same-origin") in {"same-origin", "none"}
 
 
