@@ -238,6 +238,7 @@ def test_revealing_a_redacted_message_is_audited(console: Console, page: Any) ->
     expect(message).to_contain_text("recorded in the audit trail")
     expect(page.locator("#flash")).to_contain_text("recorded in the audit trail")
     expect(page.locator("li.msg", has_text="add me on snap")).not_to_contain_text(HANDLE)  # one message at a time
+    page.locator("ol.transcript").screenshot(path=str(ARTIFACTS / "console-transcript-revealed.png"))
 
     entries = audit_entries(console, "case.pii_revealed")
     assert len(entries) == before + 1
