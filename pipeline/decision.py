@@ -249,6 +249,8 @@ def decide(event: Event, snapshot: Snapshot, detectors: Detectors, text: Normali
     participants = _merge_participants(before.participants, event)
     revealed = dict(before.revealed_bands)
     evidence = decay(before.evidence, ts - before.last_ts)
+    # With classifiers on, rule evidence is also kept apart, so the hand-tuned score can stand on rules alone.
+    rule_evidence = decay(before.rule_evidence, ts - before.last_ts) if detectors.classifiers else {}
     channel_kind = event.channel.kind if event.channel is not None else None
     parties = _parties(participants, revealed)
     pair = assess_pair(parties, channel_kind)
@@ -298,6 +300,8 @@ def decide(event: Event, snapshot: Snapshot, detectors: Detectors, text: Normali
         hit_counts[rule.id] = prior + 1
         stage = rule.rule.stage.value
         evidence[stage] = add_evidence(evidence.get(stage, 0.0), weight)
+        if detectors.classifiers:
+            rule_evidence[stage] = add_evidence(rule_evidence.get(stage, 0.0), weight)
         reasons.append(_rule_reason(rule, event, spans, weight))
 
     model_info: list[dict[str, str]] = []
@@ -328,11 +332,15 @@ def decide(event: Event, snapshot: Snapshot, detectors: Detectors, text: Normali
     if event.type is EventType.CHAT_MESSAGE:
         messages_by_user[event.actor.user_id] = messages_by_user.get(event.actor.user_id, 0) + 1
 
+    # With a learned fusion, the hand-tuned score on rule evidence still counts and the higher of the two wins:
+    # a pattern a rule author wrote down is never outvoted by a model trained on other phrasings.
     if detectors.fusion is None:
         local_risk = pair.factor * stage_score(evidence)
     else:
+        local_risk = pair.factor * stage_score(rule_evidence)
         fusion = detectors.fusion
-        local_risk = fusion.local_risk(FusionInputs(evidence, pair, sum(hit_counts.values()), before.events + 1))
+        fused = fusion.local_risk(FusionInputs(evidence, pair, sum(hit_counts.values()), before.events + 1))
+        local_risk = max(local_risk, fused)
         model_info.append({"id": fusion.name, "version": fusion.version, "sha256": fusion.sha256})
     peak_local = max(before.peak_local, local_risk)
 
@@ -352,6 +360,7 @@ def decide(event: Event, snapshot: Snapshot, detectors: Detectors, text: Normali
         participants=participants,
         revealed_bands=revealed,
         evidence=evidence,
+        rule_evidence=rule_evidence,
         stage_marks=stage_marks,
         rule_hits=hit_counts,
         counters=counters,

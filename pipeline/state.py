@@ -46,6 +46,7 @@ class ConversationState:
     participants: Mapping[str, ParticipantInfo] = field(default_factory=dict)
     revealed_bands: Mapping[str, str] = field(default_factory=dict)
     evidence: Mapping[str, float] = field(default_factory=dict)  # per stage, decayed to last_ts
+    rule_evidence: Mapping[str, float] = field(default_factory=dict)  # rules only; kept when classifiers run
     stage_marks: Mapping[str, StageMark] = field(default_factory=dict)
     rule_hits: Mapping[str, int] = field(default_factory=dict)
     counters: Mapping[str, int] = field(default_factory=dict)  # gifts, follow_joins, blocks, reports ...
@@ -64,6 +65,7 @@ class ConversationState:
                 "p": {u: [p.band, p.verification, list(p.parent_of)] for u, p in self.participants.items()},
                 "r": self.revealed_bands,
                 "e": {s: round(v, 5) for s, v in self.evidence.items()},
+                "re": {s: round(v, 5) for s, v in self.rule_evidence.items()},
                 "s": {s: [m.ts, m.event_id] for s, m in self.stage_marks.items()},
                 "h": self.rule_hits,
                 "x": self.counters,
@@ -87,6 +89,7 @@ class ConversationState:
             participants={u: ParticipantInfo(p[0], p[1], tuple(p[2])) for u, p in d["p"].items()},
             revealed_bands=d["r"],
             evidence=d["e"],
+            rule_evidence=d.get("re", {}),
             stage_marks={s: StageMark(m[0], m[1]) for s, m in d["s"].items()},
             rule_hits=d["h"],
             counters=d["x"],

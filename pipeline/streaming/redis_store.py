@@ -66,6 +66,7 @@ def encode_state(state: ConversationState) -> bytes:
             state.counters,
             state.peak_local,
             state.peak_risk,
+            state.rule_evidence,
         ],
         separators=(",", ":"),
         ensure_ascii=False,
@@ -92,6 +93,7 @@ def decode_state(raw: bytes) -> ConversationState:
         counters=d[12],
         peak_local=d[13],
         peak_risk=d[14],
+        rule_evidence=d[15] if len(d) > 15 else {},
     )
 
 
