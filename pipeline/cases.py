@@ -15,7 +15,9 @@ from pipeline.decision import CaseUpdate, Decision, case_id_for
 
 
 class CaseSink(Protocol):
-    def apply(self, updates: Sequence[CaseUpdate], decisions: Sequence[Decision]) -> None: ...
+    def apply(self, updates: Sequence[CaseUpdate], decisions: Sequence[Decision]) -> int:
+        """Open or attach; return how many cases were opened."""
+        ...
 
 
 @dataclass(slots=True)
@@ -70,13 +72,16 @@ class MemoryCaseSink:
     def __init__(self) -> None:
         self.cases: dict[str, ReportCase] = {}  # by conversation id (the open case)
 
-    def apply(self, updates: Sequence[CaseUpdate], decisions: Sequence[Decision]) -> None:
+    def apply(self, updates: Sequence[CaseUpdate], decisions: Sequence[Decision]) -> int:
+        opened = 0
         for update in updates:
             case = self.cases.get(update.conversation_id)
             if case is None:
                 self.cases[update.conversation_id] = ReportCase.open(update)
+                opened += 1
             else:
                 case.attach(update)
+        return opened
 
     def report(self) -> list[dict[str, Any]]:
         return [c.to_report() for c in sorted(self.cases.values(), key=lambda c: (c.opened_at, c.case_id))]
