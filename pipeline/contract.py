@@ -191,6 +191,13 @@ def _first_error(exc: ValidationError) -> EventValidationError:
 
 def parse_event(raw: bytes | str | dict[str, Any]) -> Event:
     """Parse one record (raw bytes from Kafka, a JSONL line, or a decoded dict) into an ``Event``."""
+    if isinstance(raw, (bytes, str)):
+        # Fast path: pydantic parses the JSON itself (no intermediate dicts). A record it rejects takes the
+        # path below, which names the problem (not UTF-8, not JSON, the first field error) as it always has.
+        try:
+            return Event.model_validate_json(raw)
+        except ValidationError:
+            pass
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")

@@ -132,10 +132,11 @@ class SqlCaseStore:
 
     # ------------------------------------------------------------------ CaseSink
     def apply(self, updates: Sequence[CaseUpdate], decisions: Sequence[Decision],
-              events: Sequence[Event] = ()) -> None:
+              events: Sequence[Event] = ()) -> int:
+        """Write a batch in one transaction; returns how many cases it opened (for the worker's metrics)."""
         self.context.remember(events)
         if not updates and not decisions and not events:
-            return
+            return 0
         now = self.clock()
         by_key = {(d.conversation_id, d.event_id): d for d in decisions}
         with self.transaction() as session:
@@ -153,6 +154,7 @@ class SqlCaseStore:
                 session.execute(update(records).where(records.c.conversation_id == bindparam("c"),
                                                       records.c.event_id == bindparam("e"))
                                 .values(audit_seq=bindparam("seq")), seqs)
+        return sum(1 for entry in audit if entry.action == "case.opened")
 
     def _claim_updates(self, session: Session, updates: Sequence[CaseUpdate], now: datetime) -> list[CaseUpdate]:
         """Insert the updates' idempotency keys; return the updates not applied before, in arrival order. A key a

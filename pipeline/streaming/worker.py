@@ -37,6 +37,7 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata
 
+from models.exemplar import CascadeStats
 from pipeline.cases import updates_of
 from pipeline.contract import Event, EventValidationError, parse_event
 from pipeline.decision import Detectors
@@ -238,8 +239,11 @@ class Worker:
         started = time.perf_counter()
         if self.stats.first_record_at is None:
             self.stats.first_record_at = time.time()
+            self.metrics.first_record.set(self.stats.first_record_at)
         self.stats.consumed += len(batch.records)
         self.metrics.consumed.inc(len(batch.records))
+        for tp, om in batch.offsets().items():
+            self.metrics.record_read(tp.topic, tp.partition, om.offset)
         outage_started: float | None = None
         attempt = 0
         effects_done = False
@@ -293,7 +297,13 @@ class Worker:
         self._record_done(parsed, time.perf_counter() - started)
 
     def _apply_effects(self, parsed: Parsed) -> None:
+        started = time.perf_counter()
         decided = self.runner.decide_batch(parsed.events)
+        decide_done = time.perf_counter()
+        if decided.decisions:
+            self.metrics.decide_per_event.observe((decide_done - started) / len(decided.decisions))
+        self.metrics.stage_seconds.labels("decide").inc(decide_done - started)
+        self._record_cascade()
         duplicate_ids = {id(e) for e in decided.duplicates}
         decided_events = [e for e in parsed.events if id(e) not in duplicate_ids]
         updates = updates_of(decided.decisions)
@@ -301,12 +311,17 @@ class Worker:
             opened = self.cases.apply(updates, decided.decisions, decided_events)
             if isinstance(opened, int):
                 self.metrics.cases_opened.inc(opened)
+        cases_done = time.perf_counter()
+        self.metrics.stage_seconds.labels("cases").inc(cases_done - decide_done)
         actions = [a for d in decided.decisions for a in d.actions]
         self.publisher.send_actions(actions)
         for letter in parsed.letters:
             self.publisher.send_dead_letter(letter)
         self.publisher.flush()
+        publish_done = time.perf_counter()
+        self.metrics.stage_seconds.labels("publish").inc(publish_done - cases_done)
         self.runner.commit_state(decided)
+        self.metrics.stage_seconds.labels("state").inc(time.perf_counter() - publish_done)
         # Counted once the effects are durable (a retried batch is not counted twice).
         self.stats.decided += len(decided.decisions)
         self.stats.duplicates += len(decided.duplicates)
@@ -336,6 +351,13 @@ class Worker:
                         extra={"ctx": {"count": len(misrouted), "first_event_id": event.event_id,
                                        "partition": record.partition, "offset": record.offset}})
 
+    def _record_cascade(self) -> None:
+        """Copy the embedding cascade's counts (process totals kept by the classifier) into the metrics."""
+        for classifier in self.runner.detectors.classifiers:
+            stats = getattr(classifier, "stats", None)
+            if isinstance(stats, CascadeStats):
+                self.metrics.record_cascade(stats.scored, stats.admitted, stats.encoded)
+
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         owned = set(self.consumer.assignment())
         mine = {tp: om for tp, om in offsets.items() if tp in owned}
@@ -350,10 +372,12 @@ class Worker:
             else:
                 for tp, om in mine.items():
                     self.stats.committed[tp] = om.offset
+                    self.metrics.record_committed(tp.topic, tp.partition, om.offset)
         with self._lock:
             for tp in offsets:
                 self._pending.pop(tp, None)
         self.stats.last_commit_at = time.time()
+        self.metrics.last_commit.set(self.stats.last_commit_at)
 
     def _record_done(self, parsed: Parsed, seconds: float) -> None:
         self.stats.batches += 1
@@ -445,6 +469,8 @@ def build_worker(settings: Settings, *, detectors: Detectors | None = None, case
                                      state_ttl_seconds=settings.state_ttl_seconds,
                                      dedupe_ttl_seconds=settings.dedupe_ttl_seconds)
     store.ping()
+    metrics = metrics or WorkerMetrics()
+    metrics.add_probe("redis", store.ping)
     runner = DecisionRunner(store, detectors if detectors is not None else load_detectors(settings))
     case_store = GuardedCaseStore(cases if cases is not None else open_case_store(settings))
     publisher = Publisher(new_producer(settings), settings)
