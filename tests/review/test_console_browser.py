@@ -202,6 +202,10 @@ def test_a_moderator_claims_and_decides_with_the_keyboard_only(console: Console,
     expect(page.locator("#help")).to_be_visible()
     page.keyboard.press("Escape")
     expect(page.locator("#help")).to_be_hidden()
+    page.keyboard.press("?")
+    expect(page.locator("#help button")).to_be_focused()
+    page.keyboard.press("Enter")  # its Close button has focus
+    expect(page.locator("#help")).to_be_hidden()
 
     page.keyboard.press("n")  # claim the next case and open it
     page.wait_for_url(re.compile(r"/console/cases/case-[0-9a-f]{20}$"))
