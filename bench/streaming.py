@@ -1,16 +1,25 @@
-"""Streaming benchmark: ``python -m bench.streaming`` prints figures (Rich table) and writes them as JSON.
+"""Platform benchmark: ``python -m bench`` (or ``python -m bench.streaming``) prints a Rich table and writes JSON
+(and a PNG of latency percentiles against rate when matplotlib is present).
 
 All phases run on the same broker in the same run (a private embedded stack unless LIFEGUARD_KAFKA_BOOTSTRAP /
-LIFEGUARD_REDIS_URL / LIFEGUARD_DATABASE_URL point elsewhere; fresh topics and key prefix either way):
+LIFEGUARD_REDIS_URL / LIFEGUARD_DATABASE_URL point elsewhere; fresh topics and key prefix either way), on a
+``lifeguard synth`` workload at a realistic mix (default 3 % grooming conversations, so ≥ 95 % benign):
 
-0. replay: the same file through ``lifeguard replay``'s path (decide only, in-memory state), for scale;
-1. raw consume: a plain kafka-python group consumer reads a backlog of the synthetic stream: records/s, the
-   ceiling for any worker on this broker and machine;
-2. worker throughput: one ``lifeguard run`` worker (a separate process, built exactly like the command) drains
-   the same backlog: events/s from its first record to its last commit, and its peak RSS;
-3. latency: the worker consumes a stream produced at a fixed fraction of that throughput: p50/p99 from the
-   record timestamp (ingest) to the decision being durable (cases, actions, state and offsets written);
-4. Redis bytes per active conversation (``MEMORY USAGE`` of state + dedupe keys) and per subject profile.
+a. replay: the same file through ``lifeguard replay``'s path with the models (decide only, in-memory state);
+b. one ``lifeguard run`` worker (a separate process, built like the command) drains a backlog: events/s from
+   its first record to its last commit; then fresh workers consume streams produced at 50 % and 90 % of that
+   rate: p50/p95/p99 ingest (record timestamp) → durable decision;
+c. a plain kafka-python group consumer reads a backlog of the same stream: records/s, and the ratio (b)/(c);
+d. Redis bytes per active conversation (``MEMORY USAGE`` of state + dedupe keys) and the worker's RSS;
+e. two workers in one group drain the same backlog: events/s together;
+f. the share of messages that reach the embedding stage of the cascade.
+
+Every worker figure is READ FROM THE WORKER'S PROMETHEUS ENDPOINT (``/metrics``), so the metrics are tested by
+use: throughput from ``lifeguard_events_decided_total`` and the first-record / last-commit timestamps,
+percentiles from the ``lifeguard_ingest_to_decision_seconds`` histogram (linear within a bucket; the exact
+percentiles from the worker's own samples are in the JSON beside them), RSS from
+``process_resident_memory_bytes``, completion from ``lifeguard_partition_committed_offset``, the embedding
+share from ``lifeguard_embedding_stage_messages_total / lifeguard_classifier_messages_total``.
 
 Figures, not assertions: nothing here fails on a slow machine.
 """
@@ -27,11 +36,14 @@ import shutil
 import statistics
 import tempfile
 import time
+import urllib.request
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import KafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
@@ -59,12 +71,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
-def worker_child(settings_json: str, ready: Any, stop: Any, results: Any) -> None:
-    """Runs in its own process: one worker, built like ``lifeguard run``, until ``stop`` is set."""
+def worker_child(settings_json: str, ready: Any, stop: Any, results: Any, port: Any) -> None:
+    """Runs in its own process: one worker, built like ``lifeguard run`` with its metrics endpoint on a free
+    port (sent back through ``port``), until ``stop`` is set."""
+    from pipeline.streaming.metrics import MetricsServer, WorkerMetrics
     from pipeline.streaming.worker import build_worker
 
     settings = Settings.model_validate_json(settings_json)
-    worker = build_worker(settings, keep_latencies=True)
+    metrics = WorkerMetrics()
+    server = MetricsServer(metrics, "127.0.0.1", 0).start()
+    port.put(server.port)
+    worker = build_worker(settings, metrics=metrics, keep_latencies=True)
     announced = False
 
     def stop_when(w: Any) -> bool:
@@ -74,33 +91,47 @@ def worker_child(settings_json: str, ready: Any, stop: Any, results: Any) -> Non
             ready.set()
         return bool(stop.is_set())
 
-    worker.run(stop_when=stop_when)
-    s = worker.stats
-    results.put({
-        "consumed": s.consumed, "decided": s.decided, "duplicates": s.duplicates, "dead_lettered": s.dead_lettered,
-        "case_updates": s.case_updates, "batches": s.batches, "first_record_at": s.first_record_at,
-        "last_commit_at": s.last_commit_at, "latencies_ms": s.latencies_ms or [],
-        "rss_peak_bytes": proc_status("VmHWM"), "rss_bytes": proc_status("VmRSS"),
-    })
-
-
-def committed(settings: Settings) -> dict[int, int]:
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
-        offsets = admin.list_group_offsets(settings.consumer_group).get(settings.consumer_group, {})
+        worker.run(stop_when=stop_when)
     finally:
-        admin.close()
-    return {tp.partition: om.offset for tp, om in offsets.items() if tp.topic == settings.topic_events}
+        server.close()
+    results.put({"latencies_ms": worker.stats.latencies_ms or [], "rss_peak_bytes": proc_status("VmHWM")})
 
 
-def wait_committed(settings: Settings, targets: dict[int, int], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = committed(settings)
-        if all(got.get(p, 0) >= end for p, end in targets.items()):
-            return
-        time.sleep(0.25)
-    raise TimeoutError(f"worker did not commit {targets} within {timeout:.0f} s")
+Scrape = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def scrape(port: int) -> Scrape:
+    """The worker's ``/metrics`` as ``{sample name: [(labels, value)]}``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    out: Scrape = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
+    return out
+
+
+def metric(m: Scrape, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(v for lab, v in m.get(name, []) if all(lab.get(k) == x for k, x in labels.items()))
+
+
+def histogram_quantile(m: Scrape, name: str, q: float) -> float:
+    """Like PromQL's ``histogram_quantile``: linear interpolation inside the bucket holding the quantile."""
+    buckets = sorted((float(lab["le"]), v) for lab, v in m.get(f"{name}_bucket", []))
+    if not buckets or buckets[-1][1] <= 0:
+        return float("nan")
+    rank = q * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            width = count - lower_count
+            return lower_bound + (bound - lower_bound) * ((rank - lower_count) / width if width else 0.0)
+        lower_bound, lower_count = bound, count
+    return lower_bound
 
 
 class WorkerProcess:
@@ -109,17 +140,25 @@ class WorkerProcess:
         self.ready = ctx.Event()
         self.stop = ctx.Event()
         self.results: Any = ctx.Queue()
+        ports: Any = ctx.Queue()
         self.process = ctx.Process(target=worker_child, name="bench-worker",
-                                   args=(settings.model_dump_json(), self.ready, self.stop, self.results))
+                                   args=(settings.model_dump_json(), self.ready, self.stop, self.results, ports))
         self.process.start()
+        self.port: int = ports.get(timeout=120)
+
+    def metrics(self) -> Scrape:
+        return scrape(self.port)
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while not self.ready.wait(0.5):
-            if not self.process.is_alive():
-                raise RuntimeError(f"the worker process exited with {self.process.exitcode}")
+            self.check_alive()
             if time.monotonic() > deadline:
                 raise TimeoutError("the worker did not get partitions")
+
+    def check_alive(self) -> None:
+        if not self.process.is_alive():
+            raise RuntimeError(f"the worker process exited with {self.process.exitcode}")
 
     def finish(self) -> dict[str, Any]:
         self.stop.set()
@@ -129,6 +168,36 @@ class WorkerProcess:
             raise RuntimeError(f"the worker process exited with {self.process.exitcode} and no results") from None
         self.process.join(30)
         return result
+
+
+def wait_committed(workers: Iterable[WorkerProcess], topic: str, targets: dict[int, int],
+                   timeout: float) -> list[Scrape]:
+    """Poll the workers' ``lifeguard_partition_committed_offset`` until every partition reaches its target;
+    returns the last scrape of each worker."""
+    group = list(workers)
+    deadline = time.monotonic() + timeout
+    while True:
+        scrapes = [w.metrics() for w in group]
+        done = {p: max(metric(m, "lifeguard_partition_committed_offset", topic=topic, partition=str(p))
+                       for m in scrapes) for p in targets}
+        if all(done[p] >= end for p, end in targets.items()):
+            return scrapes
+        for w in group:
+            w.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"workers committed {done}, not {targets}, within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def throughput(scrapes: list[Scrape]) -> dict[str, float]:
+    """Events/s of one or more workers from their metrics: decided events over first record → last commit."""
+    first = min(metric(m, "lifeguard_first_record_timestamp_seconds") for m in scrapes)
+    last = max(metric(m, "lifeguard_last_commit_timestamp_seconds") for m in scrapes)
+    consumed = sum(metric(m, "lifeguard_events_consumed_total") for m in scrapes)
+    decided = sum(metric(m, "lifeguard_events_decided_total") for m in scrapes)
+    seconds = last - first
+    return {"events": consumed, "decided": decided, "seconds": round(seconds, 3),
+            "events_per_s": round(consumed / seconds, 1) if seconds > 0 else 0.0}
 
 
 def raw_consume(settings: Settings, records: int, timeout: float = 120) -> dict[str, float]:
@@ -202,15 +271,49 @@ def cleanup_redis(settings: Settings) -> None:
         client.delete(*keys[start:start + 5000])
 
 
+def drain(settings: Settings, path: Path, workers: int) -> tuple[list[Scrape], list[dict[str, Any]]]:
+    """``workers`` workers of one group drain ``path`` produced as a backlog once they all own partitions."""
+    ensure_topics(settings)
+    group = [WorkerProcess(settings) for _ in range(workers)]
+    deadline = time.monotonic() + 90
+    while min(metric(w.metrics(), "lifeguard_assigned_partitions") for w in group) < 1:
+        for w in group:
+            w.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError("the workers did not all get partitions")
+        time.sleep(0.25)
+    produced = produce_file(path, settings)
+    scrapes = wait_committed(group, settings.topic_events, produced.end_offsets, timeout=900)
+    return scrapes, [w.finish() for w in group]
+
+
+def paced(settings: Settings, lines: list[bytes], rate: float) -> dict[str, Any]:
+    """A fresh worker (fresh state) consumes ``lines`` produced at ``rate`` events/s."""
+    ensure_topics(settings)
+    cleanup_redis(settings)  # the paced stream is the same conversations again
+    worker = WorkerProcess(settings)
+    worker.wait_ready()
+    ends = produce_paced(settings, lines, rate)
+    m = wait_committed([worker], settings.topic_events, ends, timeout=600)[0]
+    exact = worker.finish()["latencies_ms"]
+    name = "lifeguard_ingest_to_decision_seconds"
+    out: dict[str, Any] = {"rate_events_per_s": round(rate, 1), "events": int(metric(m, f"{name}_count"))}
+    for q in (50, 95, 99):
+        out[f"p{q}_ms"] = round(1000 * histogram_quantile(m, name, q / 100), 1)
+        out[f"exact_p{q}_ms"] = round(percentile(exact, q), 1)
+    out["max_ms"] = round(max(exact), 1) if exact else None
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m bench.streaming", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--conversations", type=int, default=1500, help="synthetic conversations (~15 events each)")
+    parser = argparse.ArgumentParser(prog="python -m bench", description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--conversations", type=int, default=2000, help="synthetic conversations (~15 events each)")
+    parser.add_argument("--grooming-share", type=float, default=0.03, help="≤ 0.05 keeps the mix ≥ 95 %% benign")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--rate-fraction", type=float, default=0.5,
-                        help="paced phase: produce at this fraction of the measured worker throughput")
-    parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument("--paced-seconds", type=float, default=8.0, help="longest paced phase (capped by the file)")
     parser.add_argument("--raw-records", type=int, default=200_000, help="backlog for the raw consume phase")
     parser.add_argument("--out", type=Path, default=Path("bench/results/streaming.json"))
+    parser.add_argument("--plot", type=Path, default=Path("bench/results/latency.png"))
     args = parser.parse_args(argv)
 
     from pipeline.synth import generate, write_jsonl
@@ -229,17 +332,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         def phase(name: str) -> Settings:
             return settings.model_copy(update={
                 "topic_events": f"bench-{name}-{run_id}", "topic_deadletter": f"bench-{name}-dl-{run_id}",
-                "topic_actions": f"bench-{name}-act-{run_id}", "consumer_group": f"bench-{name}-{run_id}"})
+                "topic_actions": f"bench-{name}-act-{run_id}", "consumer_group": f"bench-{name}-{run_id}",
+                "redis_key_prefix": f"bench-{name}-{run_id}"})
 
         path = tmp / "events.jsonl"
-        synth = generate(seed=args.seed, conversations=args.conversations, grooming_share=0.3)
+        synth = generate(seed=args.seed, conversations=args.conversations, grooming_share=args.grooming_share)
         write_jsonl(synth, path)
         lines = path.read_bytes().splitlines()
         conversations = sorted({e["channel"]["id"] if e.get("channel") else "" for e in synth.events} - {""})
-        console.print(f"{len(lines)} events in {args.conversations} conversations; broker {settings.kafka_bootstrap}"
-                      f", redis {settings.redis_url}")
+        console.print(f"{len(lines)} events in {args.conversations} conversations ({args.grooming_share:.0%} "
+                      f"grooming); broker {settings.kafka_bootstrap}, redis {settings.redis_url}")
 
-        with console.status("replay (the same decide path, in-memory state, no services)"):
+        with console.status("(a) replay with models"):
             from pipeline.detectors import load_detectors
             from pipeline.replay import replay
 
@@ -248,9 +352,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             replayed = replay(path, detectors)
             seconds = time.perf_counter() - started
             results["replay"] = {"events": replayed.events, "seconds": round(seconds, 3),
-                                 "events_per_s": round(replayed.events / seconds, 1)}
+                                 "events_per_s": round(replayed.events / seconds, 1),
+                                 "models": [c.name for c in detectors.classifiers]}
 
-        with console.status("raw kafka-python consume"):
+        with console.status("(c) raw kafka-python consume"):
             raw = phase("raw")
             ensure_topics(raw)
             copies = max(1, -(-args.raw_records // len(lines)))  # a backlog long enough to time
@@ -259,39 +364,46 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             produce_file(raw_path, raw)
             results["raw_consume"] = raw_consume(raw, len(lines) * copies)
 
-        with console.status("worker throughput (draining a backlog)"):
-            drain = phase("drain")
-            ensure_topics(drain)
-            produced = produce_file(path, drain)
-            worker = WorkerProcess(drain)
-            wait_committed(drain, produced.end_offsets, timeout=900)
-            stats = worker.finish()
-            seconds = stats["last_commit_at"] - stats["first_record_at"]
-            results["worker"] = {
-                "events": stats["consumed"], "decided": stats["decided"], "seconds": round(seconds, 3),
-                "events_per_s": round(stats["consumed"] / seconds, 1), "batches": stats["batches"],
-                "case_updates": stats["case_updates"], "rss_peak_mb": round(stats["rss_peak_bytes"] / 2**20, 1),
-                "rss_end_mb": round(stats["rss_bytes"] / 2**20, 1),
-            }
-            results["redis"] = redis_footprint(drain, conversations)
+        with console.status("(b) one worker drains the backlog"):
+            one = phase("drain1")
+            (m,), (child,) = drain(one, path, 1)
+            results["worker"] = throughput([m])
+            admitted = metric(m, "lifeguard_embedding_stage_messages_total")
+            offered = metric(m, "lifeguard_classifier_messages_total")
+            decided = max(1.0, metric(m, "lifeguard_events_decided_total"))
+            results["worker"].update({
+                "rss_mb": round(metric(m, "process_resident_memory_bytes") / 2**20, 1),
+                "rss_peak_mb": round(child["rss_peak_bytes"] / 2**20, 1),
+                "batches": int(metric(m, "lifeguard_batch_seconds_count")),
+                "cases_opened": int(metric(m, "lifeguard_cases_opened_total")),
+                "case_updates": int(metric(m, "lifeguard_case_updates_total")),
+                "dead_lettered": int(metric(m, "lifeguard_events_dead_lettered_total")),
+                "lag_after": int(metric(m, "lifeguard_consumer_lag")),
+                "decide_us_per_event": round(1e6 * metric(m, "lifeguard_batch_stage_seconds_total", stage="decide")
+                                             / decided, 1),
+                "stage_seconds": {lab["stage"]: round(v, 3)
+                                  for lab, v in m.get("lifeguard_batch_stage_seconds_total", [])},
+            })
+            results["embedding"] = {"messages": int(offered), "admitted": int(admitted),
+                                    "encoded": int(metric(m, "lifeguard_embedding_encoded_total")),
+                                    "share": round(admitted / offered, 4) if offered else 0.0}
+            results["redis"] = redis_footprint(one, conversations)
 
-        rate = max(50.0, results["worker"]["events_per_s"] * args.rate_fraction)
-        with console.status(f"latency at {rate:.0f} events/s"):
-            paced = phase("paced")
-            ensure_topics(paced)
-            cleanup_redis(paced)  # a fresh state: the paced stream is the same conversations again
-            count = min(len(lines), int(rate * args.paced_seconds))
-            worker = WorkerProcess(paced)
-            worker.wait_ready()
-            ends = produce_paced(paced, lines[:count], rate)
-            wait_committed(paced, ends, timeout=600)
-            stats = worker.finish()
-            latencies = stats["latencies_ms"]
-            results["latency"] = {
-                "rate_events_per_s": round(rate, 1), "events": len(latencies),
-                "p50_ms": round(percentile(latencies, 50), 1), "p99_ms": round(percentile(latencies, 99), 1),
-                "max_ms": round(max(latencies), 1) if latencies else None,
-            }
+        rate = results["worker"]["events_per_s"]
+        results["latency"] = []
+        for fraction in (0.5, 0.9):
+            target = max(50.0, rate * fraction)
+            with console.status(f"(b) latency at {fraction:.0%} of that rate ({target:,.0f} events/s)"):
+                count = min(len(lines), int(target * args.paced_seconds))
+                row = paced(phase(f"paced{int(fraction * 100)}"), lines[:count], target)
+                row["fraction"] = fraction
+                results["latency"].append(row)
+
+        with console.status("(e) two workers in one group drain the backlog"):
+            scrapes, _ = drain(phase("drain2"), path, 2)
+            results["two_workers"] = throughput(scrapes)
+            results["two_workers"]["per_worker_events"] = [int(metric(m, "lifeguard_events_consumed_total"))
+                                                           for m in scrapes]
         cleanup_redis(settings)
     finally:
         stack.stop()
@@ -301,28 +413,61 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["ratio_worker_to_raw"] = round(results["worker"]["events_per_s"] / raw_rate, 4) if raw_rate else None
     results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
     results["settings"] = {"max_poll_records": settings.max_poll_records, "partitions": settings.partitions,
-                           "conversations": args.conversations, "events": len(lines)}
+                           "conversations": args.conversations, "grooming_share": args.grooming_share,
+                           "events": len(lines)}
     print_table(console, results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     console.print(f"wrote {args.out}")
+    if plot_latency(results["latency"], args.plot):
+        console.print(f"wrote {args.plot}")
     return results
 
 
+def plot_latency(rows: list[dict[str, Any]], out: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rates = [r["rate_events_per_s"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for q in (50, 95, 99):
+        ax.plot(rates, [r[f"p{q}_ms"] for r in rows], marker="o", label=f"p{q}")
+    ax.set_xlabel("offered rate (events/s, one worker)")
+    ax.set_ylabel("ingest → durable decision (ms)")
+    ax.set_title("Lifeguard worker latency vs rate")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return True
+
+
 def print_table(console: Console, r: dict[str, Any]) -> None:
-    table = Table(title="Lifeguard streaming benchmark (one worker, same broker, same run)", title_justify="left")
+    cpus = r["machine"]["cpus"]
+    table = Table(title=f"Lifeguard platform benchmark ({cpus} cores, one embedded broker, one run)",
+                  title_justify="left")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    w, raw, lat, red = r["worker"], r["raw_consume"], r["latency"], r["redis"]
-    table.add_row("raw kafka-python consume", f"{raw['records_per_s']:,.0f} records/s")
-    table.add_row("worker end-to-end", f"{w['events_per_s']:,.0f} events/s")
-    table.add_row("worker / raw consume", f"{r['ratio_worker_to_raw']:.3f}")
-    table.add_row("replay (same decide, in-memory state)", f"{r['replay']['events_per_s']:,.0f} events/s")
-    table.add_row(f"ingest→decision p50 at {lat['rate_events_per_s']:,.0f} events/s", f"{lat['p50_ms']:,.1f} ms")
-    table.add_row(f"ingest→decision p99 at {lat['rate_events_per_s']:,.0f} events/s", f"{lat['p99_ms']:,.1f} ms")
-    table.add_row("Redis bytes per active conversation", f"{red['bytes_per_conversation']:,.0f} B")
-    table.add_row("Redis bytes per subject profile", f"{red['bytes_per_profile']:,.0f} B")
-    table.add_row("worker peak RSS", f"{w['rss_peak_mb']:,.1f} MB")
+    w, raw, red, two, emb = r["worker"], r["raw_consume"], r["redis"], r["two_workers"], r["embedding"]
+    table.add_row("(a) replay with models", f"{r['replay']['events_per_s']:,.0f} events/s")
+    table.add_row("(b) one worker end-to-end", f"{w['events_per_s']:,.0f} events/s")
+    for row in r["latency"]:
+        table.add_row(f"(b) ingest→decision p50/p95/p99 at {row['rate_events_per_s']:,.0f} events/s "
+                      f"({row['fraction']:.0%})", f"{row['p50_ms']:,.0f} / {row['p95_ms']:,.0f} / "
+                      f"{row['p99_ms']:,.0f} ms")
+    table.add_row("(c) raw kafka-python consume", f"{raw['records_per_s']:,.0f} records/s")
+    table.add_row("(c) ratio worker / raw", f"{r['ratio_worker_to_raw']:.3f}")
+    table.add_row("(d) Redis bytes per active conversation", f"{red['bytes_per_conversation']:,.0f} B")
+    table.add_row("(d) worker RSS (end / peak)", f"{w['rss_mb']:,.0f} / {w['rss_peak_mb']:,.0f} MB")
+    table.add_row("(e) two workers, one group", f"{two['events_per_s']:,.0f} events/s")
+    table.add_row("(f) messages reaching the embedding stage", f"{emb['share']:.2%}")
+    table.add_row("decide per event (worker)", f"{w['decide_us_per_event']:,.0f} µs")
     console.print(table)
 
 

@@ -184,3 +184,35 @@ def test_embedded_stack_starts_once_is_found_again_and_stops(tmp_path: Path) -> 
     assert len(stopped) == 2
     assert stack.status() == {"kafka": None, "redis": None}
     assert not port_open(host, int(port))
+
+
+def test_lag_readiness_probes_and_embedding_share_metrics() -> None:
+    metrics = WorkerMetrics()
+    metrics.set_assigned(1)
+    metrics.record_read("events.v1", 0, 120)
+    metrics.record_committed("events.v1", 0, 100)
+    metrics.record_cascade(scored=200, admitted=10, encoded=8)
+    metrics.record_cascade(scored=400, admitted=30, encoded=20)  # cumulative totals: counters get the increments
+    server = MetricsServer(metrics, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
+            text = response.read().decode()
+        assert 'lifeguard_consumer_lag{partition="0",topic="events.v1"} 20.0' in text
+        assert "lifeguard_classifier_messages_total 400.0" in text
+        assert "lifeguard_embedding_stage_messages_total 30.0" in text
+        assert "lifeguard_embedding_stage_share 0.075" in text
+        assert "process_resident_memory_bytes" in text
+        with urllib.request.urlopen(base + "/readyz", timeout=5) as response:
+            assert response.status == 200
+
+        def redis_down() -> None:
+            raise ConnectionError("refused")
+
+        metrics.add_probe("redis", redis_down)
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            urllib.request.urlopen(base + "/readyz", timeout=5)
+        assert not_ready.value.code == 503
+        assert b"redis unreachable" in not_ready.value.read()
+    finally:
+        server.close()

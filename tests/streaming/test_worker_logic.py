@@ -216,6 +216,14 @@ def test_every_record_is_decided_or_dead_lettered_then_committed(lines: list[byt
     assert worker.stats.decided + worker.stats.dead_lettered == len(lines)
     assert all(letter.reason for letter in publisher.letters)
     assert consumer.closed and publisher.closed
+    # The metrics say the same: everything read is committed (lag 0 on every partition), counters add up.
+    registry = worker.metrics.registry
+    for tp, end in consumer.ends().items():
+        labels = {"topic": tp.topic, "partition": str(tp.partition)}
+        assert registry.get_sample_value("lifeguard_consumer_lag", labels) == 0
+        assert registry.get_sample_value("lifeguard_partition_committed_offset", labels) == end
+    assert registry.get_sample_value("lifeguard_events_consumed_total") == len(lines)
+    assert registry.get_sample_value("lifeguard_events_decided_total") == worker.stats.decided
 
 
 def test_state_store_outage_pauses_retries_and_resumes_without_committing_early(

@@ -1,0 +1,5 @@
+"""``python -m bench``: the platform benchmark (see ``bench.streaming``)."""
+
+from bench.streaming import main
+
+main()
