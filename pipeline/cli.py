@@ -15,6 +15,7 @@ from pipeline.decision import Detectors
 from pipeline.detectors import load_detectors
 from pipeline.replay import ReplayInputError, replay
 from pipeline.rulebook import RulePackError
+from pipeline.runner import freeze_startup_heap
 from pipeline.settings import load_settings
 
 app = typer.Typer(help="Lifeguard: early grooming detection for game platforms.", no_args_is_help=True,
@@ -60,6 +61,7 @@ def replay_command(
     if not events.is_file():
         fail(f"cannot read {events}: no such file")
     detectors = build_detectors(rules_dir, with_models=not no_models)
+    freeze_startup_heap()
     show_progress = sys.stderr.isatty()
     sink = None
     if persist:

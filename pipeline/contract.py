@@ -7,6 +7,7 @@ the problem, so it can be dead-lettered with a reason.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 from enum import StrEnum
@@ -154,7 +155,7 @@ class Event(_Open):
             raise ValueError(f"amount: required for {self.type.value}")
         return self
 
-    @property
+    @functools.cached_property
     def conversation_id(self) -> str:
         """The conversation the event belongs to: its channel, else the (sorted) actor/target pair."""
         if self.channel is not None:

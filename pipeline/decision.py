@@ -510,11 +510,15 @@ def _subject_scoring(
 
 def _sweep_for(user_id: str, profiles: Mapping[str, SubjectProfile], ops: tuple[ProfileOp, ...],
                detectors: Detectors, *, exclude: str, event: Event) -> list[CaseUpdate]:
+    if not any(op.user_id == user_id for op in ops):
+        return []  # the profile is unchanged, so no subject rule can newly fire (the common case: skip the rules)
     before_profile = profiles.get(user_id, SubjectProfile(user_id))
     after_profile = before_profile.with_ops(ops)
-    old_ids = {r.id for r in _subject_hits(detectors.rules, before_profile)}
     new_hits = _subject_hits(detectors.rules, after_profile)
-    if not new_hits or {r.id for r in new_hits} <= old_ids:
+    if not new_hits:
+        return []
+    old_ids = {r.id for r in _subject_hits(detectors.rules, before_profile)}
+    if {r.id for r in new_hits} <= old_ids:
         return []
     bonus = 0.0
     for rule in new_hits:

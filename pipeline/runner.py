@@ -7,12 +7,25 @@ effects were not all written is decided again after a crash, with the same resul
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline.contract import Event
 from pipeline.decision import Decision, Detectors, Snapshot, decide, normalised_text_of
 from pipeline.state import ConversationState, EventKey, ProfileOp, StateStore, StateWrites, SubjectProfile
+
+GC_THRESHOLDS = (20_000, 20, 50)  # CPython's default (700, 10, 10) collects every few hundred events
+
+
+def freeze_startup_heap() -> None:
+    """For long-running decision processes (worker, replay), once the models and rules are loaded: move
+    everything alive to the collector's permanent generation and collect young objects less often. The cyclic
+    collector otherwise re-walks the loaded models on every full pass (measured ≈ 13 % of replay time on 2 cores).
+    Results do not change: only when unreachable cycles are freed."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ from models.exemplar import CascadeStats
 from pipeline.cases import updates_of
 from pipeline.contract import Event, EventValidationError, parse_event
 from pipeline.decision import Detectors
-from pipeline.runner import DecisionRunner
+from pipeline.runner import DecisionRunner, freeze_startup_heap
 from pipeline.settings import Settings
 from pipeline.streaming.case_store import CaseStore
 from pipeline.streaming.deadletter import DeadLetter
@@ -472,6 +472,7 @@ def build_worker(settings: Settings, *, detectors: Detectors | None = None, case
     metrics = metrics or WorkerMetrics()
     metrics.add_probe("redis", store.ping)
     runner = DecisionRunner(store, detectors if detectors is not None else load_detectors(settings))
+    freeze_startup_heap()
     case_store = GuardedCaseStore(cases if cases is not None else open_case_store(settings))
     publisher = Publisher(new_producer(settings), settings)
     return Worker(settings, consumer=new_consumer(settings), runner=runner, cases=case_store,
