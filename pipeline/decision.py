@@ -342,7 +342,8 @@ def decide(event: Event, snapshot: Snapshot, detectors: Detectors, text: Normali
         fused = fusion.local_risk(FusionInputs(evidence, pair, sum(hit_counts.values()), before.events + 1))
         local_risk = max(local_risk, fused)
         model_info.append({"id": fusion.name, "version": fusion.version, "sha256": fusion.sha256})
-    peak_local = max(before.peak_local, local_risk)
+    # Rounded as the subject profile stores it, so a re-score from the profile gives exactly the same risk.
+    peak_local = round(max(before.peak_local, local_risk), 6)
 
     profile_ops = _profile_ops(event, pair, before, peak_local, ts, snapshot.profiles)
     subject_bonus, subject_reasons, swept = _subject_scoring(
@@ -520,25 +521,40 @@ def _sweep_for(user_id: str, profiles: Mapping[str, SubjectProfile], ops: tuple[
     old_ids = {r.id for r in _subject_hits(detectors.rules, before_profile)}
     if {r.id for r in new_hits} <= old_ids:
         return []
+    return subject_case_updates(after_profile, detectors, event_id=event.event_id, ts=event.ts.isoformat(),
+                                exclude=exclude, hits=new_hits)
+
+
+def subject_case_updates(profile: SubjectProfile, detectors: Detectors, *, event_id: str, ts: str,
+                         exclude: str | None = None, hits: list[CompiledRule] | None = None) -> list[CaseUpdate]:
+    """Case updates for every minor conversation of a subject whose risk, with the subject rules that fire on
+    this profile, reaches the case threshold: ``combine(peak local risk, subject bonus, pair factor)``.
+
+    Workers call it again after their state writes land (``DecisionRunner.reconcile_subjects``) on the freshly
+    read profile, so whichever worker writes last sees every conversation's final peak and the final set of
+    subject hits: the flagged set and risks then equal a sequential replay's whatever the partition order."""
+    hits = _subject_hits(detectors.rules, profile) if hits is None else hits
+    if not hits:
+        return []
     bonus = 0.0
-    for rule in new_hits:
+    for rule in hits:
         bonus = add_evidence(bonus, rule.weight)
+    reasons = tuple(
+        Reason("rule", r.id, str(r.version), event_id, f"{r.rule.description} (user {profile.user_id})",
+               r.rule.stage.value, r.weight)
+        for r in hits
+    )
+    stages = tuple(sorted({r.rule.stage.value for r in hits}))
     updates: list[CaseUpdate] = []
-    for other_conv, entry in sorted(after_profile.contacts.items()):
-        if other_conv == exclude:
+    for conversation_id, entry in sorted(profile.contacts.items()):
+        if conversation_id == exclude:
             continue
         risk = combine(entry.peak_local, bonus, entry.pair_factor)
         if risk < detectors.case_threshold:
             continue
-        reasons = tuple(
-            Reason("rule", r.id, str(r.version), event.event_id, f"{r.rule.description} (user {user_id})",
-                   r.rule.stage.value, r.weight)
-            for r in new_hits
-        )
-        stages = tuple(sorted({r.rule.stage.value for r in new_hits}))
         level, score = priority(risk, entry.younger_band, list(stages))
-        updates.append(CaseUpdate(other_conv, event.event_id, event.ts.isoformat(), round(risk, 6), level, score,
-                                  stages, (user_id,), entry.younger_band, reasons))
+        updates.append(CaseUpdate(conversation_id, event_id, ts, round(risk, 6), level, score, stages,
+                                  (profile.user_id,), entry.younger_band, reasons))
     return updates
 
 

@@ -92,6 +92,11 @@ def replay(
         elif sink is not None:
             sink.apply(updates, decided.decisions)
         runner.commit_state(decided)
+        reconciled = runner.reconcile_subjects(decided)
+        if reconciled:
+            memory_sink.apply(reconciled, [])
+            if sink is not None:
+                sink.apply(reconciled, [])
         result.duplicates += len(decided.duplicates)
         if keep_decisions:
             result.decisions.extend(decided.decisions)

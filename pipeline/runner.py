@@ -12,7 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline.contract import Event
-from pipeline.decision import Decision, Detectors, Snapshot, decide, normalised_text_of
+from pipeline.decision import (
+    CaseUpdate,
+    Decision,
+    Detectors,
+    Snapshot,
+    decide,
+    normalised_text_of,
+    subject_case_updates,
+)
 from pipeline.state import ConversationState, EventKey, ProfileOp, StateStore, StateWrites, SubjectProfile
 
 GC_THRESHOLDS = (20_000, 20, 50)  # CPython's default (700, 10, 10) collects every few hundred events
@@ -85,3 +93,23 @@ class DecisionRunner:
 
     def commit_state(self, batch: DecidedBatch) -> None:
         self.store.apply(batch.writes)
+
+    def reconcile_subjects(self, batch: DecidedBatch) -> list[CaseUpdate]:
+        """After ``commit_state``: re-score every minor conversation of the subjects this batch touched, from
+        their freshly read profiles. Whichever worker writes last sees all conversations' final peaks and all
+        subject hits, so fan-out and report flags (and their risks) match a sequential replay. Duplicates are
+        included, so a batch redelivered after a crash reconciles again."""
+        subjects = {op.user_id for op in batch.writes.profile_ops}
+        for event in batch.duplicates:
+            subjects.add(event.actor.user_id)
+            if event.target is not None:
+                subjects.add(event.target.user_id)
+        if not subjects or not self.detectors.rules.subject_rules:
+            return []
+        last = batch.decisions[-1] if batch.decisions else None
+        event_id = last.event_id if last is not None else batch.duplicates[-1].event_id
+        ts = last.ts if last is not None else batch.duplicates[-1].ts.isoformat()
+        updates: list[CaseUpdate] = []
+        for _, profile in sorted(self.store.get_profiles(subjects).items()):
+            updates.extend(subject_case_updates(profile, self.detectors, event_id=event_id, ts=ts))
+        return updates

@@ -321,6 +321,14 @@ class Worker:
         publish_done = time.perf_counter()
         self.metrics.stage_seconds.labels("publish").inc(publish_done - cases_done)
         self.runner.commit_state(decided)
+        # Re-score the touched subjects' conversations from the profiles as now stored (see
+        # DecisionRunner.reconcile_subjects): fan-out flags then do not depend on partition order.
+        reconciled = self.runner.reconcile_subjects(decided)
+        if reconciled:
+            opened_late = self.cases.apply(reconciled, [], [])
+            if isinstance(opened_late, int):
+                self.metrics.cases_opened.inc(opened_late)
+            updates = updates + reconciled
         self.metrics.stage_seconds.labels("state").inc(time.perf_counter() - publish_done)
         # Counted once the effects are durable (a retried batch is not counted twice).
         self.stats.decided += len(decided.decisions)
