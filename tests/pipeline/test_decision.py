@@ -207,3 +207,32 @@ def test_reports_from_the_child_raise_risk(book: RuleBook, detectors: Detectors)
     decisions, sink = run(detectors, events_of(book, steps))
     assert decisions[1].risk > decisions[0].risk
     assert sink.report() and sink.report()[0]["subjects"] == ["u-adult"]
+
+
+def test_concurrent_workers_with_stale_profiles_reconcile_to_the_replay_result(
+    book: RuleBook, detectors: Detectors
+) -> None:
+    """Two workers decide their partitions' batches from the same state snapshot (neither sees the other's
+    profile writes), then commit and reconcile: the flagged set and risks must equal a sequential run."""
+    steps = fanout_steps() + [
+        {"from": "adult", "to": "child", "text": "dont tell ur parents we talk, our secret"},
+        {"from": "adult", "to": "child3", "text": "ur so mature for ur age"},
+    ]
+    events = events_of(book, steps, "rec")
+    _, sequential = run(detectors, events)
+    expected = {c["conversation_id"]: c["risk"] for c in sequential.report()}
+
+    store = MemoryStateStore()
+    sink = MemoryCaseSink()
+    worker_a, worker_b = DecisionRunner(store, detectors), DecisionRunner(store, detectors)
+    first = {events[0].conversation_id, events[1].conversation_id}
+    part_a = [e for e in events if e.conversation_id in first]
+    part_b = [e for e in events if e.conversation_id not in first]
+    batch_a, batch_b = worker_a.decide_batch(part_a), worker_b.decide_batch(part_b)  # both before any commit
+    for worker, batch in ((worker_a, batch_a), (worker_b, batch_b)):
+        sink.apply(updates_of(batch.decisions), batch.decisions)
+        worker.commit_state(batch)
+    for worker, batch in ((worker_a, batch_a), (worker_b, batch_b)):
+        sink.apply(worker.reconcile_subjects(batch), [])
+    assert {c["conversation_id"]: c["risk"] for c in sink.report()} == expected
+    assert len(expected) == 4
