@@ -346,8 +346,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with console.status("(a) replay with models"):
             from pipeline.detectors import load_detectors
             from pipeline.replay import replay
+            from pipeline.runner import freeze_startup_heap
 
             detectors = load_detectors(settings)
+            freeze_startup_heap()  # as `lifeguard replay` and the worker do
             started = time.perf_counter()
             replayed = replay(path, detectors)
             seconds = time.perf_counter() - started

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     topic_actions: str = "actions.v1"
     consumer_group: str = "lifeguard"
     partitions: int = Field(6, ge=1)
-    max_poll_records: int = Field(2000, ge=1)
+    max_poll_records: int = Field(500, ge=1)  # latency: a batch of 500 decides in ≈ 50-80 ms on 2 cores
     poll_timeout_ms: int = Field(200, ge=1)
     session_timeout_ms: int = Field(6000, ge=1000)
     heartbeat_interval_ms: int = Field(1000, ge=100)
