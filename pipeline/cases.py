@@ -7,7 +7,7 @@ database store implements the same port for the moderator queue.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +18,16 @@ class CaseSink(Protocol):
     def apply(self, updates: Sequence[CaseUpdate], decisions: Sequence[Decision]) -> int:
         """Open or attach; return how many cases were opened."""
         ...
+
+    def case_risks(self, conversation_ids: Iterable[str]) -> dict[str, float]:
+        """The highest risk recorded by any case of each conversation that has one."""
+        ...
+
+
+def raising(updates: Sequence[CaseUpdate], known: Mapping[str, float]) -> list[CaseUpdate]:
+    """The reconciliation updates that change something: no case yet, or a higher risk than recorded. In a
+    sequential run the decisions already recorded every such risk, so reconciliation adds nothing there."""
+    return [u for u in updates if u.risk > known.get(u.conversation_id, -1.0) + 1e-9]
 
 
 @dataclass(slots=True)
@@ -82,6 +92,9 @@ class MemoryCaseSink:
             else:
                 case.attach(update)
         return opened
+
+    def case_risks(self, conversation_ids: Iterable[str]) -> dict[str, float]:
+        return {c: self.cases[c].risk for c in conversation_ids if c in self.cases}
 
     def report(self) -> list[dict[str, Any]]:
         return [c.to_report() for c in sorted(self.cases.values(), key=lambda c: (c.opened_at, c.case_id))]

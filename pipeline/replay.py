@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from pipeline.cases import CaseSink, MemoryCaseSink, updates_of
+from pipeline.cases import CaseSink, MemoryCaseSink, raising, updates_of
 from pipeline.contract import Event, EventValidationError, parse_event
 from pipeline.decision import CaseUpdate, Decision, Detectors
 from pipeline.runner import DecisionRunner
@@ -94,9 +94,9 @@ def replay(
         runner.commit_state(decided)
         reconciled = runner.reconcile_subjects(decided)
         if reconciled:
-            memory_sink.apply(reconciled, [])
+            memory_sink.apply(raising(reconciled, memory_sink.case_risks(u.conversation_id for u in reconciled)), [])
             if sink is not None:
-                sink.apply(reconciled, [])
+                sink.apply(raising(reconciled, sink.case_risks(u.conversation_id for u in reconciled)), [])
         result.duplicates += len(decided.duplicates)
         if keep_decisions:
             result.decisions.extend(decided.decisions)

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Executable, Table, bindparam, select, update
+from sqlalchemy import Engine, Executable, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -319,6 +319,19 @@ class SqlCaseStore:
             if update_key in found:
                 out.setdefault(decision_key, []).append(found[update_key])
         return out
+
+    def case_risks(self, conversation_ids: Iterable[str]) -> dict[str, float]:
+        """The highest risk any case of each conversation has recorded (``pipeline.cases.CaseSink``)."""
+        convs = sorted(set(conversation_ids))
+        found: dict[str, float] = {}
+        with self.transaction() as session:
+            for start in range(0, len(convs), CHUNK):
+                rows = session.execute(
+                    select(CaseRow.conversation_id, func.max(CaseRow.risk))
+                    .where(CaseRow.conversation_id.in_(convs[start:start + CHUNK]))
+                    .group_by(CaseRow.conversation_id))
+                found.update((conv, float(risk)) for conv, risk in rows)
+        return found
 
     def _live_conversations(self, session: Session, convs: set[str]) -> set[str]:
         if not convs:

@@ -3,7 +3,7 @@ open the configured one, and the guard that turns database outages into retryabl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from pipeline.cases import MemoryCaseSink
@@ -24,6 +24,8 @@ class CaseStore(Protocol):
     def apply(self, updates: Sequence[CaseUpdate], decisions: Sequence[Decision],
               events: Sequence[Event] = ()) -> Any: ...
 
+    def case_risks(self, conversation_ids: Iterable[str]) -> dict[str, float]: ...
+
     def cases_report(self) -> list[dict[str, Any]]: ...
 
     def close(self) -> None: ...
@@ -41,6 +43,9 @@ class MemoryCaseStore:
         fresh = [u for u in updates if (u.conversation_id, u.event_id) not in self._applied]
         self._applied.update((u.conversation_id, u.event_id) for u in fresh)
         self.sink.apply(fresh, decisions)
+
+    def case_risks(self, conversation_ids: Iterable[str]) -> dict[str, float]:
+        return self.sink.case_risks(conversation_ids)
 
     def cases_report(self) -> list[dict[str, Any]]:
         return self.sink.report()
@@ -76,6 +81,13 @@ class GuardedCaseStore:
             return self.inner.apply(updates, decisions, events)
         except self._outages as exc:
             raise DatabaseUnavailableError(f"case store write failed ({type(exc).__name__}: {exc}); check the "
+                                           "database behind LIFEGUARD_DATABASE_URL (or the SQLite file)") from exc
+
+    def case_risks(self, conversation_ids: Iterable[str]) -> dict[str, float]:
+        try:
+            return self.inner.case_risks(conversation_ids)
+        except self._outages as exc:
+            raise DatabaseUnavailableError(f"case store read failed ({type(exc).__name__}: {exc}); check the "
                                            "database behind LIFEGUARD_DATABASE_URL (or the SQLite file)") from exc
 
     def cases_report(self) -> list[dict[str, Any]]:

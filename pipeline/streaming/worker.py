@@ -38,7 +38,7 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata
 
 from models.exemplar import CascadeStats
-from pipeline.cases import updates_of
+from pipeline.cases import raising, updates_of
 from pipeline.contract import Event, EventValidationError, parse_event
 from pipeline.decision import Detectors
 from pipeline.runner import DecisionRunner, freeze_startup_heap
@@ -324,6 +324,8 @@ class Worker:
         # Re-score the touched subjects' conversations from the profiles as now stored (see
         # DecisionRunner.reconcile_subjects): fan-out flags then do not depend on partition order.
         reconciled = self.runner.reconcile_subjects(decided)
+        if reconciled:
+            reconciled = raising(reconciled, self.cases.case_risks(u.conversation_id for u in reconciled))
         if reconciled:
             opened_late = self.cases.apply(reconciled, [], [])
             if isinstance(opened_late, int):

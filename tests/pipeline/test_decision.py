@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.cases import MemoryCaseSink, updates_of
+from pipeline.cases import MemoryCaseSink, raising, updates_of
 from pipeline.contract import Event
 from pipeline.decision import Decision, Detectors, Snapshot, decide
 from pipeline.golden import expand_steps
@@ -214,7 +214,8 @@ def test_concurrent_workers_with_stale_profiles_reconcile_to_the_replay_result(
 ) -> None:
     """Two workers decide their partitions' batches from the same state snapshot (neither sees the other's
     profile writes), then commit and reconcile: the flagged set and risks must equal a sequential run."""
-    steps = fanout_steps() + [
+    steps = [
+        *fanout_steps(),
         {"from": "adult", "to": "child", "text": "dont tell ur parents we talk, our secret"},
         {"from": "adult", "to": "child3", "text": "ur so mature for ur age"},
     ]
@@ -233,6 +234,7 @@ def test_concurrent_workers_with_stale_profiles_reconcile_to_the_replay_result(
         sink.apply(updates_of(batch.decisions), batch.decisions)
         worker.commit_state(batch)
     for worker, batch in ((worker_a, batch_a), (worker_b, batch_b)):
-        sink.apply(worker.reconcile_subjects(batch), [])
+        candidates = worker.reconcile_subjects(batch)
+        sink.apply(raising(candidates, sink.case_risks(u.conversation_id for u in candidates)), [])
     assert {c["conversation_id"]: c["risk"] for c in sink.report()} == expected
     assert len(expected) == 4
