@@ -340,7 +340,9 @@ def decide(event: Event, snapshot: Snapshot, detectors: Detectors, text: Normali
         local_risk = pair.factor * stage_score(rule_evidence)
         fusion = detectors.fusion
         fused = fusion.local_risk(FusionInputs(evidence, pair, sum(hit_counts.values()), before.events + 1))
-        local_risk = max(local_risk, fused)
+        # Capped by the pair factor, as the hand-tuned score is: the age policy bounds how much any evidence can
+        # weigh between near-peers (a 14-year-old trading pets with a 10-year-old is not an adult doing it).
+        local_risk = max(local_risk, min(fused, pair.factor))
         model_info.append({"id": fusion.name, "version": fusion.version, "sha256": fusion.sha256})
     # Rounded as the subject profile stores it, so a re-score from the profile gives exactly the same risk.
     peak_local = round(max(before.peak_local, local_risk), 6)
