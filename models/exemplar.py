@@ -17,15 +17,20 @@ embedded only when all of these hold (``CascadePolicy``):
    n-gram model keeps adding evidence on its own.
 
 The gate is a pure function of the text and the ``ClassifierContext``, so ``score`` gives the same result with
-or without ``prime``. Embeddings are memoised per text. ``prime`` does no embedding: the gate needs each
-event's context, which only ``score`` receives, and per-text encoder calls cost the same as batched ones
-(see ``models.encoder``). ``stats`` counts how many messages reach the encoder (the cascade share).
+or without ``prime``. Embeddings are memoised per text. ``prime`` starts embedding, on one background thread,
+the batch's texts that pass the n-gram half of the gate (condition 3's stage probability), before ``decide``
+knows each event's context: onnxruntime releases the GIL, so the encoder runs on a second core while the
+decision thread goes on. ``score`` takes a prefetched result when it is there, waits when it is being computed
+and otherwise computes it itself; an embedding is a pure function of its text, so the result is the same either
+way. ``stats`` counts how many messages reach the encoder (the cascade share) and how many texts were embedded.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,13 +128,15 @@ def _top_k_mean(sims: F32, k: int) -> F32:
 class CascadeStats:
     scored: int = 0  # score() calls
     admitted: int = 0  # passed the cascade gate (the encoder's view of the stream)
-    encoded: int = 0  # distinct texts actually embedded (cache misses)
+    encoded: int = 0  # distinct texts actually embedded (cache misses), prefetched ones included
+    prefetched: int = 0  # texts embedded ahead of need by ``prime`` (some are never admitted)
     by_relation: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         share = self.admitted / self.scored if self.scored else 0.0
         return {"messages": self.scored, "admitted": self.admitted, "encoded": self.encoded,
-                "share": round(share, 4), "admitted_by_relation": dict(sorted(self.by_relation.items()))}
+                "prefetched": self.prefetched, "share": round(share, 4),
+                "admitted_by_relation": dict(sorted(self.by_relation.items()))}
 
 
 class ExemplarClassifier:
@@ -146,14 +153,29 @@ class ExemplarClassifier:
         self.version = version
         self.sha256 = sha256
         self.stats = CascadeStats()
-        self._cache: dict[str, tuple[tuple[float, ...], tuple[str, ...]]] = {}
+        self._cache: dict[str, _Embedded] = {}
+        self._pending: dict[str, Future[_Embedded]] = {}  # prefetches submitted and not yet harvested
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()  # stats.encoded is also counted on the prefetch thread
 
     def prime(self, texts: Sequence[NormalisedText]) -> None:
-        """Nothing to warm: the gate depends on each event's context (see the module docstring)."""
+        """Harvest finished prefetches, then queue this batch's likely admissions (see the module docstring)."""
+        self._harvest()
+        threshold = self.policy.min_stage_probability
+        wanted = [t for t in dict.fromkeys(t.text for t in texts)
+                  if t not in self._cache and t not in self._pending and self.stage_model.peak(t) >= threshold]
+        if not wanted:
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exemplar-prefetch")
+        # Last needed first: the decision thread embeds from the front of the batch itself when it gets there
+        # before the prefetch, so the two meet in the middle instead of racing for the same texts.
+        for text in reversed(wanted):
+            self._pending[text] = self._executor.submit(self._embed, text, True)
 
     def score(self, text: NormalisedText, context: ClassifierContext) -> StageScores | None:
         self.stats.scored += 1
-        stage_max = max(self.stage_model.probabilities(text.text), default=0.0)
+        stage_max = self.stage_model.peak(text.text)
         if not self.policy.admits(context, stage_max):
             return None
         self.stats.admitted += 1
@@ -161,22 +183,49 @@ class ExemplarClassifier:
         self.stats.by_relation[relation] = self.stats.by_relation.get(relation, 0) + 1
         cached = self._cache.get(text.text)
         if cached is None:
-            cached = self._compute(text.text)
+            cached = self._take_or_compute(text.text)
         probs, evidence = cached
         return StageScores(self.name, self.version, self.sha256, dict(zip(self.bank.stages, probs, strict=True)),
                            evidence)
 
-    def _compute(self, text: str) -> tuple[tuple[float, ...], tuple[str, ...]]:
-        self.stats.encoded += 1
+    def close(self) -> None:
+        """Stop the prefetch thread (queued prefetches are dropped; nothing depends on them)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        self._pending.clear()
+
+    def _take_or_compute(self, text: str) -> _Embedded:
+        future = self._pending.pop(text, None)
+        # A prefetch already running (or done) is waited for: that costs less than embedding again.
+        result = future.result() if future is not None and not future.cancel() else self._embed(text, False)
+        self._remember(text, result)
+        return result
+
+    def _harvest(self) -> None:
+        for text, future in list(self._pending.items()):
+            if future.done():
+                del self._pending[text]
+                if not future.cancelled():
+                    self._remember(text, future.result())
+
+    def _remember(self, text: str, result: _Embedded) -> None:
+        if len(self._cache) >= CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[text] = result
+
+    def _embed(self, text: str, prefetch: bool) -> _Embedded:
         vector = self.encoder.encode([text])
         probs = np.round(self.bank.probabilities(self.bank.contrasts(vector))[0].astype(np.float64), 4)
         best = self.bank.stages[int(np.argmax(probs))]
         evidence = tuple(f"{best}: {t!r} (cos {s:.2f})" for t, s in self.bank.nearest(vector[0], best))
-        result = (tuple(float(p) for p in probs), evidence)
-        if len(self._cache) >= CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[text] = result
-        return result
+        with self._lock:
+            self.stats.encoded += 1
+            self.stats.prefetched += prefetch
+        return tuple(float(p) for p in probs), evidence
+
+
+_Embedded = tuple[tuple[float, ...], tuple[str, ...]]  # per-stage probabilities, nearest-exemplar evidence
 
 
 def export_bank(bank: ExemplarBank, root: Path) -> list[str]:

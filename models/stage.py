@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from pipeline.normalise import NormalisedText
 STAGE_MODEL_ID = "stage-ngram"
 VOCABULARY_FILE = "stage/vocabulary.json"
 WEIGHTS_FILE = "stage/weights.safetensors"
-CACHE_LIMIT = 200_000  # memoised texts; cleared wholesale when full (results never depend on the cache)
+CACHE_LIMIT = 100_000  # memoised texts; cleared wholesale when full (results never depend on the cache)
 # Relations with a real age difference. Between peers of one band "older" and "younger" are arbitrary, and an
 # adult posing as the child's peer must not lose their messages' evidence to that coin toss.
 AGE_GAP_RELATIONS = frozenset({"adult_minor", "unknown_minor", "older_minor"})
@@ -39,7 +40,7 @@ class StageClassifier:
         self.version = version
         self.sha256 = sha256
         self.labels = model.linear.labels
-        self._cache: dict[str, tuple[float, ...]] = {}
+        self._cache: dict[str, _Scored] = {}
 
     def prime(self, texts: Sequence[NormalisedText]) -> None:
         missing = list(dict.fromkeys(t.text for t in texts if t.text not in self._cache))
@@ -48,24 +49,42 @@ class StageClassifier:
 
     def probabilities(self, text: str) -> tuple[float, ...]:
         """Rounded probability per label (in ``self.labels`` order) for a folded text."""
+        return self._scored(text).probabilities
+
+    def peak(self, text: str) -> float:
+        """The highest stage probability of a folded text (the cascade's gate input)."""
+        return self._scored(text).peak
+
+    def score(self, text: NormalisedText, context: ClassifierContext) -> StageScores | None:
+        if context.sender_role == "younger" and context.pair.relation in AGE_GAP_RELATIONS:
+            return None  # grooming stages are the older party's behaviour; a child's replies are not evidence
+        return self._scored(text.text).scores
+
+    def _scored(self, text: str) -> _Scored:
         cached = self._cache.get(text)
         if cached is None:
             self._store([text])
             cached = self._cache[text]
         return cached
 
-    def score(self, text: NormalisedText, context: ClassifierContext) -> StageScores | None:
-        if context.sender_role == "younger" and context.pair.relation in AGE_GAP_RELATIONS:
-            return None  # grooming stages are the older party's behaviour; a child's replies are not evidence
-        probs = self.probabilities(text.text)
-        return StageScores(self.name, self.version, self.sha256, dict(zip(self.labels, probs, strict=True)))
-
     def _store(self, texts: list[str]) -> None:
         if len(self._cache) + len(texts) > CACHE_LIMIT:
             self._cache.clear()
         probs = np.round(self.model.probabilities(texts), 4)
         for text, row in zip(texts, probs.tolist(), strict=True):
-            self._cache[text] = tuple(float(p) for p in row)
+            values = tuple(float(p) for p in row)
+            scores = StageScores(self.name, self.version, self.sha256, dict(zip(self.labels, values, strict=True)))
+            self._cache[text] = _Scored(values, max(values, default=0.0), scores)
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    """One memoised text: its probabilities, their maximum, and the ``StageScores`` handed to ``decide`` (shared
+    between calls; nothing downstream mutates it)."""
+
+    probabilities: tuple[float, ...]
+    peak: float
+    scores: StageScores
 
 
 def export_ngram(model: NgramModel, root: Path) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pipeline.contract import AgeBand, ChannelKind, Verification
 
@@ -80,9 +81,11 @@ def youngest(bands: list[AgeBand]) -> AgeBand:
     return min(known, key=BAND_AGE.__getitem__) if known else AgeBand.UNKNOWN
 
 
-@dataclass(frozen=True, slots=True)
-class Party:
-    """A participant as the policy sees them: the band in force (after age cues) and how it was established."""
+class Party(NamedTuple):
+    """A participant as the policy sees them: the band in force (after age cues) and how it was established.
+
+    A named tuple rather than a dataclass: ``assess_pair`` memoises on tuples of parties, and a tuple's hash and
+    equality run in C."""
 
     user_id: str
     band: AgeBand
@@ -120,6 +123,7 @@ def _assess_pair_cached(parties: tuple[Party, ...], channel: ChannelKind | None)
     return best
 
 
+@functools.lru_cache(maxsize=65536)  # group channels re-assess the same pairs whenever their speakers reorder
 def _assess(older: Party, younger: Party, channel_weight: float) -> PairAssessment:
     def result(factor: float, relation: str, detail: str) -> PairAssessment:
         gap = age_gap(older.band, younger.band)

@@ -51,6 +51,9 @@ MAX_PARTICIPANTS = 8  # bounded state: a busy group channel keeps its most recen
 RISKY_RELATIONS = frozenset({"adult_minor", "unknown_minor", "older_minor"})
 PRIVATE_CHANNELS = frozenset({ChannelKind.DIRECT, ChannelKind.PARTY})
 TEXT_EVENTS = frozenset({EventType.CHAT_MESSAGE, EventType.USER_REPORT})
+# ``Enum.value`` is a Python-level descriptor; these lookups are on the per-event path.
+_TYPE_NAME: dict[EventType, str] = {t: t.value for t in EventType}
+_CHANNEL_NAME: dict[ChannelKind, str] = {k: k.value for k in ChannelKind}
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +330,8 @@ def decide(event: Event, snapshot: Snapshot, detectors: Detectors, text: Normali
             stage_marks[reason.stage] = StageMark(ts, event.event_id)
 
     counters = dict(before.counters)
-    counters[event.type.value] = counters.get(event.type.value, 0) + 1
+    type_name = _TYPE_NAME[event.type]
+    counters[type_name] = counters.get(type_name, 0) + 1
     messages_by_user = dict(before.messages_by_user)
     if event.type is EventType.CHAT_MESSAGE:
         messages_by_user[event.actor.user_id] = messages_by_user.get(event.actor.user_id, 0) + 1
@@ -355,7 +359,7 @@ def decide(event: Event, snapshot: Snapshot, detectors: Detectors, text: Normali
 
     state = ConversationState(
         conversation_id=conv_id,
-        channel_kind=channel_kind.value if channel_kind is not None else before.channel_kind,
+        channel_kind=_CHANNEL_NAME[channel_kind] if channel_kind is not None else before.channel_kind,
         first_ts=before.first_ts if snapshot.conversation is not None else ts,
         last_ts=max(ts, before.last_ts),
         events=before.events + 1,
@@ -384,7 +388,7 @@ def decide(event: Event, snapshot: Snapshot, detectors: Detectors, text: Normali
         event_id=event.event_id,
         conversation_id=conv_id,
         ts=event.ts.isoformat(),
-        event_type=event.type.value,
+        event_type=type_name,
         reasons=tuple(all_reasons),
         shadow_reasons=tuple(shadow),
         stage_evidence=evidence,
@@ -420,12 +424,17 @@ def _merge_participants(current: Mapping[str, ParticipantInfo], event: Event) ->
     for user in (event.actor, event.target):
         if user is None:
             continue
-        info = ParticipantInfo(user.age_band.value, user.age_verified.value, tuple(user.parent_of))
+        info = _participant_info(user.age_band, user.age_verified, user.parent_of)
         merged.pop(user.user_id, None)
         merged[user.user_id] = info  # most recent last
     while len(merged) > MAX_PARTICIPANTS:
         merged.pop(next(iter(merged)))
     return merged
+
+
+@functools.lru_cache(maxsize=4096)
+def _participant_info(band: AgeBand, verification: Verification, parent_of: tuple[str, ...]) -> ParticipantInfo:
+    return ParticipantInfo(band.value, verification.value, tuple(parent_of))
 
 
 def _party(user_id: str, participants: Mapping[str, ParticipantInfo], revealed: Mapping[str, str]) -> Party:

@@ -20,3 +20,12 @@ def load_detectors(settings: Settings, *, with_models: bool = True) -> Detectors
     loaded = load_models(settings.models_dir)
     return Detectors(rules=rules, classifiers=loaded.classifiers, case_threshold=settings.case_threshold,
                      fusion=loaded.fusion)
+
+
+def close_detectors(detectors: Detectors) -> None:
+    """Release what classifiers hold between batches (the exemplar prefetch thread). Safe to call more than
+    once; a closed classifier starts again on its next use."""
+    for classifier in detectors.classifiers:
+        close = getattr(classifier, "close", None)
+        if callable(close):
+            close()

@@ -594,6 +594,12 @@ def _app_names(f: _Folding) -> None:
     f.apply(edits)
 
 
+# Chat repeats itself ("lol", "gg", "wanna play?"): folding is pure, so recent results are reused. Bounded: about
+# 25 MB at typical message lengths.
+NORMALISE_CACHE_SIZE = 16_384
+
+
+@functools.lru_cache(maxsize=NORMALISE_CACHE_SIZE)
 def normalise(text: str) -> NormalisedText:
     """Fold evasions out of one chat message; see the module docstring."""
     if text.isascii():

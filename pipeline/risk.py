@@ -55,6 +55,8 @@ BAND_URGENCY: dict[str, float] = {
 
 
 def decay(evidence: Mapping[str, float], elapsed_seconds: float) -> dict[str, float]:
+    if not evidence:
+        return {}
     if elapsed_seconds <= 0:
         return dict(evidence)
     factor = 0.5 ** (elapsed_seconds / EVIDENCE_HALF_LIFE_SECONDS)
@@ -68,6 +70,8 @@ def add_evidence(current: float, weight: float) -> float:
 
 def stage_score(evidence: Mapping[str, float]) -> float:
     """Combined grooming evidence in [0, 1], boosted when several stages show (progression)."""
+    if not evidence:
+        return 0.0
     remaining = 1.0
     for stage, value in evidence.items():
         remaining *= 1.0 - STAGE_WEIGHT.get(stage, 0.3) * value

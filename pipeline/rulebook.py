@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -233,8 +233,9 @@ class CompiledRule:
 GATE_CONDITIONS = ("event_type", "channel_kind_in", "sender", "relation_in", "actor_band_in")
 
 
-@dataclass(frozen=True, slots=True)
-class GateKey:
+class GateKey(NamedTuple):
+    """The memo key of ``RuleBook.candidates`` (a named tuple: hashed in C on every event)."""
+
     event_type: EventType
     channel_kind: ChannelKind | None
     sender_role: str  # older | younger | other

@@ -13,15 +13,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 # One day; every state key carries a TTL so idle conversations leave the store by themselves.
 DEFAULT_STATE_TTL_SECONDS = 30 * 24 * 3600
 DEFAULT_DEDUPE_TTL_SECONDS = 7 * 24 * 3600
 
 
-@dataclass(frozen=True, slots=True)
-class ParticipantInfo:
+class ParticipantInfo(NamedTuple):
+    """A named tuple (hash and equality in C): it is compared and hashed on every event."""
+
     band: str
     verification: str
     parent_of: tuple[str, ...] = ()

@@ -41,6 +41,7 @@ from models.exemplar import CascadeStats
 from pipeline.cases import raising, updates_of
 from pipeline.contract import Event, EventValidationError, parse_event
 from pipeline.decision import Detectors
+from pipeline.detectors import close_detectors
 from pipeline.runner import DecisionRunner, freeze_startup_heap
 from pipeline.settings import Settings
 from pipeline.streaming.case_store import CaseStore
@@ -227,6 +228,7 @@ class Worker:
         finally:
             self.publisher.close()
             self.cases.close()
+            close_detectors(self.runner.detectors)
             log.info("worker stopped", extra={"ctx": self._summary()})
 
     def _summary(self) -> dict[str, Any]:
