@@ -8,6 +8,7 @@ name, which a test checks, so a rule file cannot name a condition that has no co
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class SubjectContext:
     profile: SubjectProfile
 
 
+@functools.lru_cache(maxsize=65536)  # several rules ask per message, and chat lines repeat
 def stated_age(text: str) -> int | None:
     """The age a message states for its sender ("i'm 11", "11 years old"), if any."""
     match = _STATED_AGE.search(text)
@@ -70,9 +72,9 @@ def _text_any(patterns: list[re.Pattern[str]], ctx: RuleContext) -> bool:
         return False
     text = ctx.text.text
     for pattern in patterns:
-        match = pattern.search(text)
-        if match is not None:
-            ctx.spans.append(match.span())
+        span = _first_match(pattern, text)
+        if span is not None:
+            ctx.spans.append(span)
             return True
     return False
 
@@ -80,7 +82,14 @@ def _text_any(patterns: list[re.Pattern[str]], ctx: RuleContext) -> bool:
 def _text_none(patterns: list[re.Pattern[str]], ctx: RuleContext) -> bool:
     if ctx.text is None:
         return True
-    return not any(p.search(ctx.text.text) for p in patterns)
+    text = ctx.text.text
+    return all(_first_match(p, text) is None for p in patterns)
+
+
+@functools.lru_cache(maxsize=131072)  # chat lines repeat; a rule pattern's answer for a text never changes
+def _first_match(pattern: re.Pattern[str], text: str) -> tuple[int, int] | None:
+    match = pattern.search(text)
+    return None if match is None else match.span()
 
 
 def _sender(role: str, ctx: RuleContext) -> bool:

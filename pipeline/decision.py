@@ -103,7 +103,9 @@ class MessageClassifier(Protocol):
     def score(self, text: NormalisedText, context: ClassifierContext) -> StageScores | None: ...
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built once per event, and a frozen dataclass's __init__ costs about 6x (object.__setattr__ per
+# field). Treated as immutable all the same: nothing assigns to it after construction.
+@dataclass(slots=True)
 class ClassifierContext:
     """What a classifier may use besides the text, e.g. to decide whether an expensive stage runs (cascade)."""
 
@@ -113,7 +115,9 @@ class ClassifierContext:
     events_so_far: int
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built once per event, and a frozen dataclass's __init__ costs about 6x (object.__setattr__ per
+# field). Treated as immutable all the same: nothing assigns to it after construction.
+@dataclass(slots=True)
 class FusionInputs:
     """What a learned fusion may use for a conversation's local risk: only what ``decide`` already has."""
 
@@ -152,7 +156,9 @@ class Detectors:
     fusion: RiskFusion | None = None  # None: the hand-tuned weights of pipeline.risk
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built once per event, and a frozen dataclass's __init__ costs about 6x (object.__setattr__ per
+# field). Treated as immutable all the same: nothing assigns to it after construction.
+@dataclass(slots=True)
 class Snapshot:
     """State the caller loaded for one event."""
 
@@ -186,7 +192,9 @@ class PlatformAction:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built once per event, and a frozen dataclass's __init__ costs about 6x (object.__setattr__ per
+# field). Treated as immutable all the same: nothing assigns to it after construction.
+@dataclass(slots=True)
 class Decision:
     event_id: str
     conversation_id: str

@@ -36,7 +36,9 @@ class StageMark:
     event_id: str
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built once per event, and a frozen dataclass's __init__ costs about 6x (object.__setattr__ per
+# field). Treated as immutable all the same: nothing assigns to it after construction.
+@dataclass(slots=True)
 class ConversationState:
     conversation_id: str
     channel_kind: str | None = None
@@ -153,9 +155,9 @@ class ProfileOp:
     value: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class EventKey:
-    """An event id scoped to its conversation, so dedupe markers live beside the conversation's state."""
+class EventKey(NamedTuple):
+    """An event id scoped to its conversation, so dedupe markers live beside the conversation's state. A named
+    tuple: it is hashed several times per event, and a tuple's hash runs in C."""
 
     conversation_id: str
     event_id: str
