@@ -491,8 +491,16 @@ def _band_of(user_id: str, event: Event, before: ConversationState) -> str:
 
 
 def _subject_hits(book: RuleBook, profile: SubjectProfile) -> list[CompiledRule]:
-    ctx = SubjectContext(profile)
-    return [r for r in book.subject_rules if r.rule.mode == "enforce" and subject_rule_matches(r, ctx)]
+    """Enforce-mode subject rules firing on ``profile``, memoised on the profile (immutable) per rule book: an
+    adult's profile is consulted on every event of each of their minor conversations."""
+    key = ("subject_hits", id(book))
+    entry: tuple[RuleBook, list[CompiledRule]] | None = profile.derived.get(key)
+    if entry is None or entry[0] is not book:  # the book is kept in the entry, so its id cannot be reused
+        ctx = SubjectContext(profile)
+        entry = (book, [r for r in book.subject_rules if r.rule.mode == "enforce" and subject_rule_matches(r, ctx)])
+        profile.derived[key] = entry
+    cached = entry[1]
+    return list(cached)
 
 
 def _subject_scoring(

@@ -128,14 +128,19 @@ class SubjectProfile:
     contacts: Mapping[str, ContactEntry] = field(default_factory=dict)
     reporters: frozenset[str] = frozenset()
     blockers: frozenset[str] = frozenset()
+    # Answers derived from this (immutable) profile, memoised by whoever derives them: see
+    # ``decision._subject_hits``. Not part of the value: no effect on equality, hashing or repr.
+    derived: dict[Any, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def with_ops(self, ops: Iterable[ProfileOp]) -> SubjectProfile:
+        """This profile with ``ops`` applied (ops for other users are ignored; with none left, ``self``)."""
+        mine = [op for op in ops if op.user_id == self.user_id]
+        if not mine:
+            return self
         contacts = dict(self.contacts)
         reporters = set(self.reporters)
         blockers = set(self.blockers)
-        for op in ops:
-            if op.user_id != self.user_id:
-                continue
+        for op in mine:
             if op.kind == "contact":
                 contacts[op.key] = ContactEntry.decode(op.value)
             elif op.kind == "reporter":
