@@ -18,8 +18,8 @@ embedded only when all of these hold (``CascadePolicy``):
 
 The gate is a pure function of the text and the ``ClassifierContext``, so ``score`` gives the same result with
 or without ``prime``. Embeddings are memoised per text. ``prime`` starts embedding, on one background thread,
-the batch's texts that pass the n-gram half of the gate (condition 3's stage probability), before ``decide``
-knows each event's context: onnxruntime releases the GIL, so the encoder runs on a second core while the
+the batch's texts the gate would admit in their forecast context (the runner's forecast from the state at the
+start of the batch; without a forecast, every text passing condition 3's stage probability): onnxruntime releases the GIL, so the encoder runs on a second core while the
 decision thread goes on. ``score`` takes a prefetched result when it is there, waits when it is being computed
 and otherwise computes it itself; an embedding is a pure function of its text, so the result is the same either
 way. ``stats`` counts how many messages reach the encoder (the cascade share) and how many texts were embedded.
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,20 +158,30 @@ class ExemplarClassifier:
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()  # stats.encoded is also counted on the prefetch thread
 
-    def prime(self, texts: Sequence[NormalisedText]) -> None:
-        """Harvest finished prefetches, then queue this batch's likely admissions (see the module docstring)."""
+    def prime(self, texts: Sequence[NormalisedText],
+              forecast: Callable[[int], ClassifierContext] | None = None) -> None:
+        """Harvest finished prefetches, then queue this batch's likely admissions (see the module docstring):
+        texts the gate would admit in their forecast context, or, without a forecast, every text passing the
+        gate's stage-probability condition."""
         self._harvest()
         threshold = self.policy.min_stage_probability
-        wanted = [t for t in dict.fromkeys(t.text for t in texts)
-                  if t not in self._cache and t not in self._pending and self.stage_model.peak(t) >= threshold]
+        wanted: dict[str, None] = {}
+        for index, text in enumerate(texts):
+            folded = text.text
+            if folded in wanted or folded in self._cache or folded in self._pending:
+                continue
+            peak = self.stage_model.peak(folded)
+            if peak < threshold if forecast is None else not self.policy.admits(forecast(index), peak):
+                continue
+            wanted[folded] = None
         if not wanted:
             return
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exemplar-prefetch")
         # Last needed first: the decision thread embeds from the front of the batch itself when it gets there
         # before the prefetch, so the two meet in the middle instead of racing for the same texts.
-        for text in reversed(wanted):
-            self._pending[text] = self._executor.submit(self._embed, text, True)
+        for folded in reversed(list(wanted)):
+            self._pending[folded] = self._executor.submit(self._embed, folded, True)
 
     def score(self, text: NormalisedText, context: ClassifierContext) -> StageScores | None:
         self.stats.scored += 1

@@ -9,7 +9,7 @@ memoises the result, so ``score`` is a dictionary lookup; an unprimed text is sc
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,8 @@ class StageClassifier:
         self.labels = model.linear.labels
         self._cache: dict[str, _Scored] = {}
 
-    def prime(self, texts: Sequence[NormalisedText]) -> None:
+    def prime(self, texts: Sequence[NormalisedText],
+              forecast: Callable[[int], ClassifierContext] | None = None) -> None:
         missing = list(dict.fromkeys(t.text for t in texts if t.text not in self._cache))
         if missing:
             self._store(missing)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -92,13 +92,17 @@ class MessageClassifier(Protocol):
 
     ``prime`` is a cache warm-up the runner calls once per batch with every text in it, so a model can
     score in one vectorised call; ``score`` must return the same result whether or not the text was primed.
+    ``forecast(i)``, when given, is the context ``texts[i]`` will most likely be scored in (computed from the
+    state at the start of the batch, see ``forecast_context``): a hint for what to warm, never an input to
+    scores.
     """
 
     name: str
     version: str
     sha256: str
 
-    def prime(self, texts: Sequence[NormalisedText]) -> None: ...
+    def prime(self, texts: Sequence[NormalisedText],
+              forecast: Callable[[int], ClassifierContext] | None = None) -> None: ...
 
     def score(self, text: NormalisedText, context: ClassifierContext) -> StageScores | None: ...
 
@@ -246,6 +250,17 @@ def case_id_for(conversation_id: str, opened_by_event_id: str) -> str:
 def normalised_text_of(event: Event) -> NormalisedText | None:
     """The folded text detectors see, for the event types whose text is analysed."""
     return normalise(event.text) if event.text is not None and event.type in TEXT_EVENTS else None
+
+
+def forecast_context(event: Event, conversation: ConversationState | None) -> ClassifierContext:
+    """The classifier context ``decide`` would give ``event`` if it were decided against ``conversation`` (age
+    cues in the event itself aside). The runner computes it from the state at the start of a batch, for
+    ``MessageClassifier.prime`` to warm what will most likely be needed."""
+    before = conversation or ConversationState(conversation_id=event.conversation_id)
+    participants = _merge_participants(before.participants, event)
+    channel_kind = event.channel.kind if event.channel is not None else None
+    pair = assess_pair(_parties(participants, before.revealed_bands), channel_kind)
+    return ClassifierContext(pair, _role(pair, event.actor.user_id), before.peak_risk, before.events)
 
 
 def decide(event: Event, snapshot: Snapshot, detectors: Detectors, text: NormalisedText | None = None) -> Decision:
@@ -625,4 +640,5 @@ __all__ = [
     "StageScores",
     "case_id_for",
     "decide",
+    "forecast_context",
 ]

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pipeline.contract import Event
 from pipeline.decision import (
     CaseUpdate,
+    ClassifierContext,
     Decision,
     Detectors,
     Snapshot,
     decide,
+    forecast_context,
     normalised_text_of,
     subject_case_updates,
 )
@@ -62,10 +64,17 @@ class DecisionRunner:
         profiles: dict[str, SubjectProfile] = self.store.get_profiles(user_ids)
 
         texts = [normalised_text_of(e) for e in events]
-        present = [t for t in texts if t is not None]
-        if present:
+        with_text = [(e, t) for e, t in zip(events, texts, strict=True) if t is not None]
+        if with_text and self.detectors.classifiers:
+            at_start = dict(conversations)  # the forecast reads the state as the batch found it
+
+            def forecast(index: int) -> ClassifierContext:
+                event = with_text[index][0]
+                return forecast_context(event, at_start.get(event.conversation_id))
+
+            present = [t for _, t in with_text]
             for classifier in self.detectors.classifiers:
-                classifier.prime(present)
+                classifier.prime(present, forecast)
 
         decisions: list[Decision] = []
         duplicates: list[Event] = []
