@@ -19,10 +19,11 @@ embedded only when all of these hold (``CascadePolicy``):
 The gate is a pure function of the text and the ``ClassifierContext``, so ``score`` gives the same result with
 or without ``prime``. Embeddings are memoised per text. ``prime`` starts embedding, on one background thread,
 the batch's texts the gate would admit in their forecast context (the runner's forecast from the state at the
-start of the batch; without a forecast, every text passing condition 3's stage probability): onnxruntime releases the GIL, so the encoder runs on a second core while the
-decision thread goes on. ``score`` takes a prefetched result when it is there, waits when it is being computed
-and otherwise computes it itself; an embedding is a pure function of its text, so the result is the same either
-way. ``stats`` counts how many messages reach the encoder (the cascade share) and how many texts were embedded.
+start of the batch; without a forecast, every text passing condition 3's stage probability). onnxruntime
+releases the GIL, so the encoder runs on a second core while the decision thread goes on. ``score`` takes a
+prefetched result when it is there, waits when it is being computed and otherwise computes it itself; an
+embedding is a pure function of its text, so the result is the same either way. ``stats`` counts how many
+messages reach the encoder (the cascade share) and how many texts were embedded.
 """
 
 from __future__ import annotations
