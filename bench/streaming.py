@@ -7,8 +7,8 @@ LIFEGUARD_REDIS_URL / LIFEGUARD_DATABASE_URL point elsewhere; fresh topics and k
 
 a. replay: the same file through ``lifeguard replay``'s path with the models (decide only, in-memory state);
 b. one ``lifeguard run`` worker (a separate process, built like the command) drains a backlog: events/s from
-   its first record to its last commit; then fresh workers consume streams produced at 50 % and 90 % of that
-   rate: p50/p95/p99 ingest (record timestamp) → durable decision;
+   its first record to its last commit; then fresh workers consume the same file produced at 50 % and 90 % of
+   that rate: p50/p95/p99 ingest (record timestamp) → durable decision;
 c. a plain kafka-python group consumer reads a backlog of the same stream: records/s, and the ratio (b)/(c);
 d. Redis bytes per active conversation (``MEMORY USAGE`` of state + dedupe keys) and the worker's RSS;
 e. two workers in one group drain the same backlog: events/s together;
@@ -310,7 +310,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--conversations", type=int, default=2000, help="synthetic conversations (~15 events each)")
     parser.add_argument("--grooming-share", type=float, default=0.03, help="≤ 0.05 keeps the mix ≥ 95 %% benign")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--paced-seconds", type=float, default=8.0, help="longest paced phase (capped by the file)")
+    # Long enough to stream the whole file at both rates: the paced workers then meet the same mix of first-seen
+    # and repeated texts as the draining worker whose rate they are paced at (a prefix is mostly first-seen).
+    parser.add_argument("--paced-seconds", type=float, default=40.0, help="longest paced phase (capped by the file)")
     parser.add_argument("--raw-records", type=int, default=200_000, help="backlog for the raw consume phase")
     parser.add_argument("--out", type=Path, default=Path("bench/results/streaming.json"))
     parser.add_argument("--plot", type=Path, default=Path("bench/results/latency.png"))

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     partitions: int = Field(6, ge=1)
     max_poll_records: int = Field(500, ge=1)  # latency: a batch of 500 decides in ≈ 50-80 ms on 2 cores
     poll_timeout_ms: int = Field(200, ge=1)
+    slow_batch_ms: float = Field(250.0, gt=0)  # a batch slower than this is logged with its stage times
     session_timeout_ms: int = Field(6000, ge=1000)
     heartbeat_interval_ms: int = Field(1000, ge=100)
     dependency_retry_seconds: float = Field(60.0, gt=0)  # give up (exit non-zero, uncommitted) after this

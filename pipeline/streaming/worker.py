@@ -176,6 +176,7 @@ class Worker:
         self._paused = False
         self._pending: dict[TopicPartition, OffsetAndMetadata] = {}  # effects durable, commit not acknowledged
         self._lock = threading.Lock()  # _pending is also read by the rebalance listener on the IO thread
+        self._stage_times: dict[str, float] = {}  # the current batch's, for the slow-batch log
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -250,6 +251,7 @@ class Worker:
         attempt = 0
         effects_done = False
         parsed = parse_records(batch.records)
+        self._stage_times = {"parse": time.perf_counter() - started}
         while True:
             owned = set(self.consumer.assignment())
             if not effects_done and not batch.partitions() <= owned:
@@ -305,6 +307,7 @@ class Worker:
         if decided.decisions:
             self.metrics.decide_per_event.observe((decide_done - started) / len(decided.decisions))
         self.metrics.stage_seconds.labels("decide").inc(decide_done - started)
+        self._stage_times["decide"] = decide_done - started
         self._record_cascade()
         duplicate_ids = {id(e) for e in decided.duplicates}
         decided_events = [e for e in parsed.events if id(e) not in duplicate_ids]
@@ -315,6 +318,7 @@ class Worker:
                 self.metrics.cases_opened.inc(opened)
         cases_done = time.perf_counter()
         self.metrics.stage_seconds.labels("cases").inc(cases_done - decide_done)
+        self._stage_times["cases"] = cases_done - decide_done
         actions = [a for d in decided.decisions for a in d.actions]
         self.publisher.send_actions(actions)
         for letter in parsed.letters:
@@ -322,6 +326,7 @@ class Worker:
         self.publisher.flush()
         publish_done = time.perf_counter()
         self.metrics.stage_seconds.labels("publish").inc(publish_done - cases_done)
+        self._stage_times["publish"] = publish_done - cases_done
         self.runner.commit_state(decided)
         # Re-score the touched subjects' conversations from the profiles as now stored (see
         # DecisionRunner.reconcile_subjects): fan-out flags then do not depend on partition order.
@@ -334,6 +339,7 @@ class Worker:
                 self.metrics.cases_opened.inc(opened_late)
             updates = updates + reconciled
         self.metrics.stage_seconds.labels("state").inc(time.perf_counter() - publish_done)
+        self._stage_times["state"] = time.perf_counter() - publish_done
         # Counted once the effects are durable (a retried batch is not counted twice).
         self.stats.decided += len(decided.decisions)
         self.stats.duplicates += len(decided.duplicates)
@@ -394,6 +400,11 @@ class Worker:
     def _record_done(self, parsed: Parsed, seconds: float) -> None:
         self.stats.batches += 1
         self.metrics.batch_seconds.observe(seconds)
+        if seconds * 1000 >= self.settings.slow_batch_ms:
+            log.info("slow batch", extra={"ctx": {
+                "records": len(parsed.event_records) + len(parsed.letters), "ms": round(seconds * 1000, 1),
+                "stages_ms": {k: round(v * 1000, 1) for k, v in self._stage_times.items()},
+                "first_event_id": parsed.events[0].event_id if parsed.events else None}})
         now_ms = time.time() * 1000
         latencies = self.stats.latencies_ms
         for record in parsed.event_records:
