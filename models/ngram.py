@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +59,10 @@ class TfidfBlock:
     vocabulary: Mapping[str, int]
     idf: FloatArray
     offset: int  # column offset of this block in the stacked feature matrix
+    _idf: list[float] = field(init=False, repr=False, compare=False)  # idf as Python floats: indexed per gram
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_idf", [float(v) for v in self.idf])
 
     def grams(self, text: str) -> list[str]:
         if self.analyzer == "char_wb":
@@ -66,17 +71,13 @@ class TfidfBlock:
 
     def row(self, text: str) -> tuple[list[int], list[float]]:
         """Column indices and tf-idf values of one text, l2-normalised within this block."""
-        counts: dict[int, int] = {}
-        vocab = self.vocabulary
-        for gram in self.grams(text):
-            j = vocab.get(gram)
-            if j is not None:
-                counts[j] = counts.get(j, 0) + 1
+        counts: Counter[int | None] = Counter(map(self.vocabulary.get, self.grams(text)))  # counted in C
+        counts.pop(None, None)  # grams outside the vocabulary
         if not counts:
             return [], []
-        cols = sorted(counts)
-        idf = self.idf
-        values = [(1.0 + math.log(counts[j])) * float(idf[j]) for j in cols]
+        cols: list[int] = sorted(counts)  # type: ignore[arg-type]  # None was removed above
+        idf = self._idf
+        values = [(1.0 + math.log(counts[j])) * idf[j] for j in cols]
         norm = math.sqrt(sum(v * v for v in values))
         return [j + self.offset for j in cols], [v / norm for v in values]
 
