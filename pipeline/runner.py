@@ -67,10 +67,16 @@ class DecisionRunner:
         with_text = [(e, t) for e, t in zip(events, texts, strict=True) if t is not None]
         if with_text and self.detectors.classifiers:
             at_start = dict(conversations)  # the forecast reads the state as the batch found it
+            forecasts: dict[tuple[str, str, str | None], ClassifierContext] = {}
 
             def forecast(index: int) -> ClassifierContext:
                 event = with_text[index][0]
-                return forecast_context(event, at_start.get(event.conversation_id))
+                key = (event.conversation_id, event.actor.user_id,
+                       event.target.user_id if event.target is not None else None)
+                found = forecasts.get(key)
+                if found is None:
+                    found = forecasts[key] = forecast_context(event, at_start.get(event.conversation_id))
+                return found
 
             present = [t for _, t in with_text]
             for classifier in self.detectors.classifiers:

@@ -144,8 +144,12 @@ class SqlCaseStore:
             fresh = self._claim_updates(session, updates, now)
             if fresh:
                 self._apply_updates(session, fresh, by_key, now, audit)
-            decision_entries = self._store_records(session, decisions)
-            self._store_messages(session, events, {u.conversation_id for u in updates})
+            updated = {u.conversation_id for u in updates}
+            # One query for the batch: which of its conversations have a live case (opened above included).
+            live = self._live_conversations(session, updated | {d.conversation_id for d in decisions}
+                                            | {e.conversation_id for e in events})
+            decision_entries = self._store_records(session, decisions, live)
+            self._store_messages(session, events, updated, live)
             written = self.audit.append(session.connection(), [*audit, *(p for _, p in decision_entries)])
             seqs = [{"c": conv, "e": event_id, "seq": entry.seq}
                     for ((conv, event_id), _), entry in zip(decision_entries, written[len(audit):], strict=True)]
@@ -269,13 +273,12 @@ class SqlCaseStore:
                     "case_id": case.id, "previous_outcome": previous, "by_event_id": item.event_id,
                     "risk": round(item.risk, 4), "new_stages": fresh}))
 
-    def _store_records(self, session: Session,
-                       decisions: Sequence[Decision]) -> list[tuple[tuple[str, str], PendingEntry]]:
+    def _store_records(self, session: Session, decisions: Sequence[Decision],
+                       live: set[str]) -> list[tuple[tuple[str, str], PendingEntry]]:
         """Decision records of every decision that produced a case update or action (audited), and of
         decisions with reasons in conversations that have a live case (context evidence, not audited)."""
         acted = [d for d in decisions if d.case is not None or d.swept_cases or d.actions]
         with_reasons = [d for d in decisions if d.reasons and not (d.case is not None or d.swept_cases or d.actions)]
-        live = self._live_conversations(session, {d.conversation_id for d in with_reasons})
         context = [d for d in with_reasons if d.conversation_id in live]
         if not acted and not context:
             return []
@@ -340,14 +343,13 @@ class SqlCaseStore:
                                                                      CaseRow.status != CaseStatus.CLOSED))
         return set(rows)
 
-    def _store_messages(self, session: Session, events: Sequence[Event], updated: set[str]) -> None:
+    def _store_messages(self, session: Session, events: Sequence[Event], updated: set[str], live: set[str]) -> None:
         candidates: dict[tuple[str, str], Event] = {}
         for conv in sorted(updated):
             for event in self.context.recent(conv):
                 candidates[(conv, event.event_id)] = event
         for event in events:
             candidates.setdefault((event.conversation_id, event.event_id), event)
-        live = self._live_conversations(session, {conv for conv, _ in candidates})
         rows = [_message_row(e) for (conv, _), e in sorted(candidates.items(), key=lambda kv: kv[0]) if conv in live]
         if rows:
             session.execute(insert_ignore(self.dialect, MessageRow), rows)
