@@ -86,10 +86,30 @@ def _text_none(patterns: list[re.Pattern[str]], ctx: RuleContext) -> bool:
     return all(_first_match(p, text) is None for p in patterns)
 
 
-@functools.lru_cache(maxsize=131072)  # chat lines repeat; a rule pattern's answer for a text never changes
+MATCH_CACHE_LIMIT = 65_536  # texts remembered per pattern; cleared wholesale when full
+
+# Per pattern (by identity; the pattern is kept in the entry, so an id is never reused while cached): text ->
+# span of the first match. Keyed by identity because hashing a compiled pattern hashes its whole compiled
+# program, about 8 µs for a merged rule pattern, more than the search it would save.
+_MATCHES: dict[int, tuple[re.Pattern[str], dict[str, tuple[int, int] | None]]] = {}
+
+
 def _first_match(pattern: re.Pattern[str], text: str) -> tuple[int, int] | None:
+    """Span of the first match of ``pattern`` in ``text``, memoised: chat lines repeat, and a rule pattern's
+    answer for a text never changes."""
+    entry = _MATCHES.get(id(pattern))
+    if entry is None or entry[0] is not pattern:
+        entry = _MATCHES[id(pattern)] = (pattern, {})
+    known = entry[1]
+    try:
+        return known[text]
+    except KeyError:
+        pass
+    if len(known) >= MATCH_CACHE_LIMIT:
+        known.clear()
     match = pattern.search(text)
-    return None if match is None else match.span()
+    span = known[text] = None if match is None else match.span()
+    return span
 
 
 def _sender(role: str, ctx: RuleContext) -> bool:
