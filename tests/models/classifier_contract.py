@@ -96,3 +96,14 @@ class ClassifierContract:
         for raw in TEXTS:
             for context in CONTEXTS:
                 assert plain.score(normalise(raw), context) == primed.score(normalise(raw), context)
+
+    def test_forecasts_change_nothing(self, make_classifier: Callable[[], MessageClassifier]) -> None:
+        """A forecast is a hint for what to warm: right or wrong, the scores stay those of an unprimed model."""
+        plain = make_classifier()
+        texts = [normalise(t) for t in TEXTS]
+        for forecast in (lambda i: CONTEXTS[i % len(CONTEXTS)], lambda i: CONTEXTS[-1 - i % len(CONTEXTS)]):
+            hinted = make_classifier()
+            hinted.prime(texts, forecast)
+            for text in texts:
+                for context in CONTEXTS:
+                    assert plain.score(text, context) == hinted.score(text, context)

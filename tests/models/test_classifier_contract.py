@@ -77,3 +77,56 @@ class TestExemplarWithOnnxEncoder(ClassifierContract):
 def test_shipped_ids() -> None:
     manifest = read_manifest(MODELS_DIR)
     assert {STAGE_MODEL_ID, EXEMPLAR_MODEL_ID} <= set(manifest.models)
+
+
+def _fake_exemplar(shipped: StageClassifier, bank: ExemplarBank) -> tuple[ExemplarClassifier, FakeEncoder]:
+    encoder = FakeEncoder()
+    return ExemplarClassifier(encoder, bank, _fresh_stage(shipped), version="test", sha256="0" * 64), encoder
+
+
+def _settle(classifier: ExemplarClassifier) -> None:
+    for future in list(classifier._pending.values()):
+        future.result(timeout=30)
+
+
+def test_prefetch_embeds_what_the_gate_will_admit_once(shipped_stage: StageClassifier,
+                                                       fake_bank: ExemplarBank) -> None:
+    from pipeline.normalise import normalise
+    from tests.models.classifier_contract import CONTEXTS, TEXTS
+
+    classifier, encoder = _fake_exemplar(shipped_stage, fake_bank)
+    texts = [normalise(t) for t in TEXTS]
+    classifier.prime(texts, lambda i: CONTEXTS[0])  # older party of an adult-minor pair, conversation at risk
+    _settle(classifier)
+    admitted = [t for t in texts if classifier.policy.admits(CONTEXTS[0], shipped_stage.peak(t.text))]
+    assert admitted and classifier.stats.prefetched == encoder.calls == len({t.text for t in admitted})
+    for text in admitted:
+        assert classifier.score(text, CONTEXTS[0]) is not None
+    assert encoder.calls == classifier.stats.encoded == len({t.text for t in admitted})  # nothing embedded twice
+    classifier.close()
+
+
+def test_prefetch_skips_what_the_gate_refuses(shipped_stage: StageClassifier, fake_bank: ExemplarBank) -> None:
+    from pipeline.normalise import normalise
+    from tests.models.classifier_contract import CONTEXTS, TEXTS
+
+    classifier, encoder = _fake_exemplar(shipped_stage, fake_bank)
+    classifier.prime([normalise(t) for t in TEXTS], lambda i: CONTEXTS[3])  # peers: never admitted
+    assert not classifier._pending and encoder.calls == 0 and classifier.stats.prefetched == 0
+
+
+def test_closed_classifier_still_scores_and_prefetches_again(shipped_stage: StageClassifier,
+                                                             fake_bank: ExemplarBank) -> None:
+    from pipeline.normalise import normalise
+    from tests.models.classifier_contract import CONTEXTS, TEXTS
+
+    classifier, _ = _fake_exemplar(shipped_stage, fake_bank)
+    texts = [normalise(t) for t in TEXTS]
+    classifier.prime(texts, lambda i: CONTEXTS[0])
+    classifier.close()
+    assert classifier._executor is None and not classifier._pending
+    fresh, _ = _fake_exemplar(shipped_stage, fake_bank)
+    assert [classifier.score(t, CONTEXTS[0]) for t in texts] == [fresh.score(t, CONTEXTS[0]) for t in texts]
+    classifier.prime([normalise("keep this between us, ok? dont tell")], lambda i: CONTEXTS[0])
+    _settle(classifier)
+    classifier.close()

@@ -238,3 +238,59 @@ def test_concurrent_workers_with_stale_profiles_reconcile_to_the_replay_result(
         sink.apply(raising(candidates, sink.case_risks(u.conversation_id for u in candidates)), [])
     assert {c["conversation_id"]: c["risk"] for c in sink.report()} == expected
     assert len(expected) == 4
+
+
+class _RecordingClassifier:
+    """Records the context ``decide`` scores each text in, and the forecast ``prime`` was given for it."""
+
+    name, version, sha256 = "recorder", "1", "0" * 64
+
+    def __init__(self) -> None:
+        self.forecast: dict[str, Any] = {}
+        self.seen: dict[str, Any] = {}
+
+    def prime(self, texts: Any, forecast: Any = None) -> None:
+        for i, text in enumerate(texts):
+            self.forecast.setdefault(text.text, forecast(i) if forecast is not None else None)
+
+    def score(self, text: Any, context: Any) -> None:
+        self.seen.setdefault(text.text, context)
+
+
+def test_forecast_is_the_context_decide_gives_when_state_does_not_move(book: RuleBook) -> None:
+    """One event per conversation in the batch: the runner's forecast equals the context decide then uses."""
+    recorder = _RecordingClassifier()
+    detectors = Detectors(rules=book, classifiers=(recorder,))  # type: ignore[arg-type]
+    steps = [{"from": "adult", "to": "child", "text": "ur really good at this game"}]
+    first = events_of(book, steps, "f1")
+    runner = DecisionRunner(MemoryStateStore(), detectors)
+    runner.commit_state(runner.decide_batch(first))
+    later = events_of(book, [{"from": "adult", "to": "child", "text": "how old r u btw"}], "f1")
+    runner.commit_state(runner.decide_batch(later))
+    for text, context in recorder.seen.items():
+        assert recorder.forecast[text] == context, text
+
+
+def test_profile_with_no_op_of_its_own_is_itself_and_derived_answers_are_not_its_value() -> None:
+    from pipeline.state import ProfileOp, SubjectProfile
+
+    profile = SubjectProfile("u-1", reporters=frozenset({"u-2"}))
+    assert profile.with_ops([ProfileOp("u-9", "reporter", "u-3")]) is profile
+    changed = profile.with_ops([ProfileOp("u-1", "reporter", "u-3")])
+    assert changed is not profile and changed.reporters == {"u-2", "u-3"}
+    profile.derived["anything"] = 1
+    assert profile == SubjectProfile("u-1", reporters=frozenset({"u-2"}))
+
+
+def test_memoised_rule_patterns_answer_like_a_fresh_search() -> None:
+    import re
+
+    from pipeline.conditions import _first_match
+
+    texts = ["add me on snap", "gg", "snapsnap", "my snap is x", ""]
+    for source in (r"\bsnap\b", r"snap", r"\bsnap\b"):  # the third: an equal pattern, a different object
+        pattern = re.compile(source)
+        for _ in range(2):
+            for text in texts:
+                found = pattern.search(text)
+                assert _first_match(pattern, text) == (None if found is None else found.span())

@@ -351,3 +351,28 @@ def test_a_bug_is_not_retried(lines: list[bytes], detectors: Detectors) -> None:
     with pytest.raises(ValueError, match="a bug"):
         worker.run()
     assert consumer.committed == {} and worker.stats.retries == 0
+
+
+def test_slow_batches_are_logged_with_their_stage_times_and_no_text(
+        lines: list[bytes], detectors: Detectors, caplog: pytest.LogCaptureFixture) -> None:
+    consumer = FakeConsumer(lines)
+    worker, _, _ = make_worker(consumer, MemoryStateStore(), detectors, slow_batch_ms=0.001)
+    with caplog.at_level("INFO", logger="pipeline.streaming.worker"):
+        worker.run(stop_when=until_drained(consumer))
+    slow = [r for r in caplog.records if r.getMessage() == "slow batch"]
+    assert len(slow) == worker.stats.batches
+    ctx = slow[0].ctx  # type: ignore[attr-defined]
+    assert set(ctx["stages_ms"]) == {"parse", "decide", "cases", "publish", "state"}
+    assert ctx["records"] > 0 and ctx["ms"] >= 0 and ctx["first_event_id"]
+    texts = {parse_event(line).text for line in lines if line not in MALFORMED} - {None}
+    logged = " ".join(str(r.__dict__) for r in slow)
+    assert not any(text in logged for text in texts if text and len(text) > 8)
+
+
+def test_fast_batches_are_not_logged(lines: list[bytes], detectors: Detectors,
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    consumer = FakeConsumer(lines)
+    worker, _, _ = make_worker(consumer, MemoryStateStore(), detectors, slow_batch_ms=600_000)
+    with caplog.at_level("INFO", logger="pipeline.streaming.worker"):
+        worker.run(stop_when=until_drained(consumer))
+    assert not [r for r in caplog.records if r.getMessage() == "slow batch"]
