@@ -5,6 +5,11 @@ arguments (the conversation's state before the event, the subject profiles of th
 the classifiers); everything it concludes leaves in the returned ``Decision``, which is a self-contained
 record (event id, reasons with rule/model ids and versions, age factors, scores, stage evidence) and carries
 the new state for the caller to store. Replay and the Kafka workers both call it through ``DecisionRunner``.
+
+Records built for every event (``Decision``, ``Snapshot``, ``ClassifierContext``, ``FusionInputs``,
+``ConversationState``) are plain slotted dataclasses, not frozen ones: a frozen dataclass's ``__init__`` sets each
+field through ``object.__setattr__``, about 6x slower. They are treated as immutable all the same: nothing
+assigns to one after construction.
 """
 
 from __future__ import annotations
@@ -107,8 +112,7 @@ class MessageClassifier(Protocol):
     def score(self, text: NormalisedText, context: ClassifierContext) -> StageScores | None: ...
 
 
-# Not frozen: built once per event, and a frozen dataclass's __init__ costs about 6x (object.__setattr__ per
-# field). Treated as immutable all the same: nothing assigns to it after construction.
+# Not frozen (per-event record): see the module docstring.
 @dataclass(slots=True)
 class ClassifierContext:
     """What a classifier may use besides the text, e.g. to decide whether an expensive stage runs (cascade)."""
@@ -119,8 +123,7 @@ class ClassifierContext:
     events_so_far: int
 
 
-# Not frozen: built once per event, and a frozen dataclass's __init__ costs about 6x (object.__setattr__ per
-# field). Treated as immutable all the same: nothing assigns to it after construction.
+# Not frozen (per-event record): see the module docstring.
 @dataclass(slots=True)
 class FusionInputs:
     """What a learned fusion may use for a conversation's local risk: only what ``decide`` already has."""
@@ -160,8 +163,7 @@ class Detectors:
     fusion: RiskFusion | None = None  # None: the hand-tuned weights of pipeline.risk
 
 
-# Not frozen: built once per event, and a frozen dataclass's __init__ costs about 6x (object.__setattr__ per
-# field). Treated as immutable all the same: nothing assigns to it after construction.
+# Not frozen (per-event record): see the module docstring.
 @dataclass(slots=True)
 class Snapshot:
     """State the caller loaded for one event."""
@@ -196,8 +198,7 @@ class PlatformAction:
     reason: str
 
 
-# Not frozen: built once per event, and a frozen dataclass's __init__ costs about 6x (object.__setattr__ per
-# field). Treated as immutable all the same: nothing assigns to it after construction.
+# Not frozen (per-event record): see the module docstring.
 @dataclass(slots=True)
 class Decision:
     event_id: str
@@ -514,8 +515,7 @@ def _subject_hits(book: RuleBook, profile: SubjectProfile) -> list[CompiledRule]
         ctx = SubjectContext(profile)
         entry = (book, [r for r in book.subject_rules if r.rule.mode == "enforce" and subject_rule_matches(r, ctx)])
         profile.derived[key] = entry
-    cached = entry[1]
-    return list(cached)
+    return list(entry[1])
 
 
 def _subject_scoring(

@@ -36,8 +36,7 @@ class StageMark:
     event_id: str
 
 
-# Not frozen: built once per event, and a frozen dataclass's __init__ costs about 6x (object.__setattr__ per
-# field). Treated as immutable all the same: nothing assigns to it after construction.
+# Not frozen (per-event record): see the docstring of pipeline.decision.
 @dataclass(slots=True)
 class ConversationState:
     conversation_id: str
