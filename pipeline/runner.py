@@ -27,7 +27,7 @@ from pipeline.state import ConversationState, EventKey, ProfileOp, StateStore, S
 
 # CPython's default (700, 10, 10) collects every few hundred events. A large young generation keeps that cheap;
 # promoting after 2 young collections (not 20) keeps each middle-generation pass short: with 20 it reached
-# 200-270 ms on 2 cores (a latency tail), with 2 at most 65 ms. Full passes, which re-walk the caches, are rare.
+# 200-270 ms on 2 cores (a latency tail), with 2 at most 67 ms. Full passes, which re-walk the caches, are rare.
 GC_THRESHOLDS = (20_000, 2, 1_000)
 
 

@@ -306,8 +306,7 @@ class Worker:
         decide_done = time.perf_counter()
         if decided.decisions:
             self.metrics.decide_per_event.observe((decide_done - started) / len(decided.decisions))
-        self.metrics.stage_seconds.labels("decide").inc(decide_done - started)
-        self._stage_times["decide"] = decide_done - started
+        self._stage("decide", decide_done - started)
         self._record_cascade()
         duplicate_ids = {id(e) for e in decided.duplicates}
         decided_events = [e for e in parsed.events if id(e) not in duplicate_ids]
@@ -317,16 +316,14 @@ class Worker:
             if isinstance(opened, int):
                 self.metrics.cases_opened.inc(opened)
         cases_done = time.perf_counter()
-        self.metrics.stage_seconds.labels("cases").inc(cases_done - decide_done)
-        self._stage_times["cases"] = cases_done - decide_done
+        self._stage("cases", cases_done - decide_done)
         actions = [a for d in decided.decisions for a in d.actions]
         self.publisher.send_actions(actions)
         for letter in parsed.letters:
             self.publisher.send_dead_letter(letter)
         self.publisher.flush()
         publish_done = time.perf_counter()
-        self.metrics.stage_seconds.labels("publish").inc(publish_done - cases_done)
-        self._stage_times["publish"] = publish_done - cases_done
+        self._stage("publish", publish_done - cases_done)
         self.runner.commit_state(decided)
         # Re-score the touched subjects' conversations from the profiles as now stored (see
         # DecisionRunner.reconcile_subjects): fan-out flags then do not depend on partition order.
@@ -338,8 +335,7 @@ class Worker:
             if isinstance(opened_late, int):
                 self.metrics.cases_opened.inc(opened_late)
             updates = updates + reconciled
-        self.metrics.stage_seconds.labels("state").inc(time.perf_counter() - publish_done)
-        self._stage_times["state"] = time.perf_counter() - publish_done
+        self._stage("state", time.perf_counter() - publish_done)
         # Counted once the effects are durable (a retried batch is not counted twice).
         self.stats.decided += len(decided.decisions)
         self.stats.duplicates += len(decided.duplicates)
@@ -368,6 +364,11 @@ class Worker:
                         "partitions and workers, so its order is not guaranteed; fix the producer's key",
                         extra={"ctx": {"count": len(misrouted), "first_event_id": event.event_id,
                                        "partition": record.partition, "offset": record.offset}})
+
+    def _stage(self, name: str, seconds: float) -> None:
+        """One stage of the current batch: into the metrics and into the slow-batch log's breakdown."""
+        self.metrics.stage_seconds.labels(name).inc(seconds)
+        self._stage_times[name] = seconds
 
     def _record_cascade(self) -> None:
         """Copy the embedding cascade's counts (process totals kept by the classifier) into the metrics."""
