@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -28,15 +27,21 @@ FloatArray = npt.NDArray[np.float64]
 def char_wb_ngrams(text: str, min_n: int, max_n: int) -> list[str]:
     """scikit-learn's ``char_wb`` analyzer (lowercase, no accent stripping)."""
     grams: list[str] = []
-    append = grams.append
     for word in text.lower().split():
-        padded = f" {word} "
-        length = len(padded)
-        for n in range(min_n, max_n + 1):
-            if length <= n:  # a short word counts once, as a whole
-                append(padded)
-                break
-            grams.extend(padded[i : i + n] for i in range(length - n + 1))
+        grams.extend(_word_char_grams(word, min_n, max_n))
+    return grams
+
+
+def _word_char_grams(word: str, min_n: int, max_n: int) -> list[str]:
+    """The ``char_wb`` grams of one (lowercased) whitespace-separated word: a text's grams are its words' grams."""
+    padded = f" {word} "
+    length = len(padded)
+    grams: list[str] = []
+    for n in range(min_n, max_n + 1):
+        if length <= n:  # a short word counts once, as a whole
+            grams.append(padded)
+            break
+        grams.extend(padded[i : i + n] for i in range(length - n + 1))
     return grams
 
 
@@ -49,6 +54,24 @@ def word_ngrams(text: str, min_n: int, max_n: int) -> list[str]:
     return out
 
 
+class _SublinearTf:
+    """``1 + log(count)`` by count, computed once per count with ``math.log`` (numpy's vectorised log may
+    differ from it in the last bit, and the features must not depend on which one ran)."""
+
+    def __init__(self) -> None:
+        self._table: FloatArray = np.asarray([0.0], dtype=np.float64)
+
+    def __call__(self, counts: npt.NDArray[np.int64]) -> FloatArray:
+        top = int(counts.max(initial=0))
+        if top >= len(self._table):
+            self._table = np.asarray([0.0, *(1.0 + math.log(c) for c in range(1, 2 * top + 1))], dtype=np.float64)
+        out: FloatArray = self._table[counts]
+        return out
+
+
+_SUBLINEAR_TF = _SublinearTf()
+
+
 @dataclass(frozen=True, slots=True)
 class TfidfBlock:
     """One fitted ``TfidfVectorizer`` (sublinear tf, l2 norm): analyzer settings, vocabulary and idf."""
@@ -59,27 +82,52 @@ class TfidfBlock:
     vocabulary: Mapping[str, int]
     idf: FloatArray
     offset: int  # column offset of this block in the stacked feature matrix
-    _idf: list[float] = field(init=False, repr=False, compare=False)  # idf as Python floats: indexed per gram
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_idf", [float(v) for v in self.idf])
+    # char_wb only: a word's in-vocabulary columns. Chat reuses words far more than whole lines, so a new line
+    # costs a few lookups instead of slicing and looking up every gram again.
+    _word_columns: dict[str, tuple[int, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def grams(self, text: str) -> list[str]:
         if self.analyzer == "char_wb":
             return char_wb_ngrams(text, self.min_n, self.max_n)
         return word_ngrams(text, self.min_n, self.max_n)
 
-    def row(self, text: str) -> tuple[list[int], list[float]]:
-        """Column indices and tf-idf values of one text, l2-normalised within this block."""
-        counts: Counter[int | None] = Counter(map(self.vocabulary.get, self.grams(text)))  # counted in C
-        counts.pop(None, None)  # grams outside the vocabulary
-        if not counts:
-            return [], []
-        cols: list[int] = sorted(counts)  # type: ignore[arg-type]  # None was removed above
-        idf = self._idf
-        values = [(1.0 + math.log(counts[j])) * idf[j] for j in cols]
-        norm = math.sqrt(sum(v * v for v in values))
-        return [j + self.offset for j in cols], [v / norm for v in values]
+    def columns(self, text: str) -> list[int]:
+        """The block-local vocabulary column of each of the text's grams (repeats kept, unknown grams left out)."""
+        lookup = self.vocabulary.get
+        if self.analyzer != "char_wb":
+            return [j for j in map(lookup, word_ngrams(text, self.min_n, self.max_n)) if j is not None]
+        memo = self._word_columns
+        out: list[int] = []
+        for word in text.lower().split():
+            found = memo.get(word)
+            if found is None:
+                if len(memo) >= WORD_MEMO_LIMIT:
+                    memo.clear()
+                grams = _word_char_grams(word, self.min_n, self.max_n)
+                found = memo[word] = tuple(j for j in map(lookup, grams) if j is not None)
+            out.extend(found)
+        return out
+
+    def entries(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], FloatArray]:
+        """Rows, stacked-matrix columns and l2-normalised tf-idf values of ``texts``, ordered by (row, column).
+        The arithmetic is scikit-learn's, value by value: ``(1 + log tf) * idf``, divided by the row's norm
+        (squares summed in column order)."""
+        rows: list[int] = []
+        cols: list[int] = []
+        for row, text in enumerate(texts):
+            found = self.columns(text)
+            cols.extend(found)
+            rows.extend([row] * len(found))
+        width = len(self.idf)
+        keys, counts = np.unique(np.asarray(rows, dtype=np.int64) * width + np.asarray(cols, dtype=np.int64),
+                                 return_counts=True)
+        row_of, col_of = np.divmod(keys, width)
+        values = _SUBLINEAR_TF(counts) * self.idf[col_of]
+        norms = np.sqrt(np.bincount(row_of, weights=values * values, minlength=len(texts)))
+        return row_of, col_of + self.offset, values / norms[row_of]
+
+
+WORD_MEMO_LIMIT = 200_000  # distinct words kept per block; cleared wholesale when full (results never depend on it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,18 +151,15 @@ class NgramModel:
         return int(self.linear.coef.shape[0])
 
     def features(self, texts: Sequence[str]) -> sparse.csr_matrix:
-        """The stacked tf-idf matrix of ``texts`` (one row each; rows do not depend on each other)."""
-        indptr = [0]
-        indices: list[int] = []
-        data: list[float] = []
-        for text in texts:
-            for block in self.blocks:
-                cols, values = block.row(text)
-                indices.extend(cols)
-                data.extend(values)
-            indptr.append(len(indices))
+        """The stacked tf-idf matrix of ``texts`` (one row each; rows do not depend on each other). Built for the
+        whole batch in numpy: per text only the vocabulary lookups run in Python."""
+        parts = [block.entries(texts) for block in self.blocks]
+        rows = np.concatenate([p[0] for p in parts])
+        # Stable by row: within a row the blocks keep their order, so columns stay ascending as in scikit-learn.
+        order = np.argsort(rows, kind="stable")
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(texts)))])
         return sparse.csr_matrix(
-            (np.asarray(data, dtype=np.float64), np.asarray(indices, dtype=np.int64), np.asarray(indptr)),
+            (np.concatenate([p[2] for p in parts])[order], np.concatenate([p[1] for p in parts])[order], indptr),
             shape=(len(texts), self.n_features),
         )
 
