@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from models.encoder import F32, OnnxSentenceEncoder, SentenceEncoder
 from models.manifest import Manifest, ModelArtifactError
@@ -86,30 +87,39 @@ class ExemplarBank:
     k: int
     calibration: dict[str, tuple[float, float]]  # stage -> (a, b)
     _matrix: F32 = field(init=False, repr=False, compare=False)  # every exemplar stacked: one product per text
+    _bounds: tuple[int, ...] = field(init=False, repr=False, compare=False)  # column range of each group
+    _a: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)  # calibration, in stage order
+    _b: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         stacked = np.vstack([*(self.positives[s] for s in self.stages), self.negatives]).astype(np.float32)
         object.__setattr__(self, "_matrix", np.ascontiguousarray(stacked))
+        sizes = [len(self.positive_texts[s]) for s in self.stages] + [len(self.negative_texts)]
+        object.__setattr__(self, "_bounds", tuple(int(b) for b in np.cumsum([0, *sizes])))
+        object.__setattr__(self, "_a", np.asarray([self.calibration[s][0] for s in self.stages], dtype=np.float64))
+        object.__setattr__(self, "_b", np.asarray([self.calibration[s][1] for s in self.stages], dtype=np.float64))
 
     def contrasts(self, vectors: F32) -> F32:
         """(n, stages) top-k similarity to each stage's positives minus the best competing top-k similarity
         (the negatives or any other stage), so a message resembling grooming in general does not score on
         every stage at once."""
         sims = vectors @ self._matrix.T  # one product against every exemplar, then sliced per group
-        bounds = np.cumsum([0, *(len(self.positive_texts[s]) for s in self.stages), len(self.negative_texts)])
-        pos = np.stack([_top_k_mean(sims[:, bounds[j] : bounds[j + 1]], self.k) for j in range(len(self.stages))],
-                       axis=1)
+        bounds = self._bounds
+        stages = len(self.stages)
+        pos = np.stack([_top_k_mean(sims[:, bounds[j] : bounds[j + 1]], self.k) for j in range(stages)], axis=1)
         neg = _top_k_mean(sims[:, bounds[-2] :], self.k)
-        cols = []
-        for j in range(len(self.stages)):
-            others = np.delete(pos, j, axis=1).max(axis=1) if len(self.stages) > 1 else neg
-            cols.append(pos[:, j] - np.maximum(neg, others))
-        return np.stack(cols, axis=1).astype(np.float32)
+        if stages > 1:
+            # The best other stage: the row's maximum, or its runner-up in the column holding that maximum
+            # (a tie leaves both equal, as it should).
+            ranked = np.sort(pos, axis=1)
+            others = np.where(pos == ranked[:, -1:], ranked[:, -2:-1], ranked[:, -1:])
+        else:
+            others = neg[:, None]
+        out: F32 = (pos - np.maximum(neg[:, None], others)).astype(np.float32)
+        return out
 
     def probabilities(self, contrasts: F32) -> F32:
-        a = np.asarray([self.calibration[s][0] for s in self.stages], dtype=np.float64)
-        b = np.asarray([self.calibration[s][1] for s in self.stages], dtype=np.float64)
-        out: F32 = (1.0 / (1.0 + np.exp(-(a * contrasts.astype(np.float64) + b)))).astype(np.float32)
+        out: F32 = (1.0 / (1.0 + np.exp(-(self._a * contrasts.astype(np.float64) + self._b)))).astype(np.float32)
         return out
 
     def nearest(self, vector: F32, stage: str, count: int = 2) -> tuple[tuple[str, float], ...]:
