@@ -10,6 +10,7 @@ the probabilities against scikit-learn's own ``transform`` and ``predict_proba``
 from __future__ import annotations
 
 import math
+from array import array
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,15 +113,15 @@ class TfidfBlock:
         """Rows, stacked-matrix columns and l2-normalised tf-idf values of ``texts``, ordered by (row, column).
         The arithmetic is scikit-learn's, value by value: ``(1 + log tf) * idf``, divided by the row's norm
         (squares summed in column order)."""
-        rows: list[int] = []
-        cols: list[int] = []
-        for row, text in enumerate(texts):
+        cols = array("q")
+        lengths = array("q")
+        for text in texts:
             found = self.columns(text)
             cols.extend(found)
-            rows.extend([row] * len(found))
+            lengths.append(len(found))
         width = len(self.idf)
-        keys, counts = np.unique(np.asarray(rows, dtype=np.int64) * width + np.asarray(cols, dtype=np.int64),
-                                 return_counts=True)
+        rows = np.repeat(np.arange(len(texts), dtype=np.int64), np.frombuffer(lengths, dtype=np.int64))
+        keys, counts = np.unique(rows * width + np.frombuffer(cols, dtype=np.int64), return_counts=True)
         row_of, col_of = np.divmod(keys, width)
         values = _SUBLINEAR_TF(counts) * self.idf[col_of]
         norms = np.sqrt(np.bincount(row_of, weights=values * values, minlength=len(texts)))
