@@ -64,28 +64,27 @@ MAX_KEPT_REASONS = 1000
 
 @dataclass(slots=True)
 class Batch:
-    """Records of one poll, each partition's records in offset order."""
+    """Records of one poll by partition (partitions sorted), each partition's records in offset order."""
 
-    records: list[Any]
+    by_partition: dict[TopicPartition, list[Any]]
+    records: list[Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.records = [r for records in self.by_partition.values() for r in records]
 
     @classmethod
     def from_poll(cls, polled: dict[TopicPartition, list[Any]]) -> Batch:
-        records: list[Any] = []
-        for tp in sorted(polled, key=lambda t: (t.topic, t.partition)):
-            records.extend(polled[tp])
-        return cls(records)
+        return cls({tp: polled[tp] for tp in sorted(polled, key=lambda t: (t.topic, t.partition)) if polled[tp]})
 
     def offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
-        out: dict[TopicPartition, OffsetAndMetadata] = {}
-        for record in self.records:
-            out[TopicPartition(record.topic, record.partition)] = OffsetAndMetadata(record.offset + 1, "", -1)
-        return out
+        """The offset to commit per partition: one past its last record."""
+        return {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in self.by_partition.items()}
 
     def partitions(self) -> set[TopicPartition]:
-        return {TopicPartition(r.topic, r.partition) for r in self.records}
+        return set(self.by_partition)
 
     def only(self, partitions: set[TopicPartition]) -> Batch:
-        return Batch([r for r in self.records if TopicPartition(r.topic, r.partition) in partitions])
+        return Batch({tp: records for tp, records in self.by_partition.items() if tp in partitions})
 
 
 @dataclass(slots=True)
