@@ -165,7 +165,7 @@ class ExemplarClassifier:
         self.sha256 = sha256
         self.stats = CascadeStats()
         self._cache: dict[str, _Embedded] = {}
-        self._pending: dict[str, Future[_Embedded]] = {}  # prefetches submitted and not yet harvested
+        self._pending: dict[str, Future[F32]] = {}  # prefetched embeddings submitted and not yet harvested
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()  # stats.encoded is also counted on the prefetch thread
 
@@ -192,7 +192,7 @@ class ExemplarClassifier:
         # Last needed first: the decision thread embeds from the front of the batch itself when it gets there
         # before the prefetch, so the two meet in the middle instead of racing for the same texts.
         for folded in reversed(list(wanted)):
-            self._pending[folded] = self._executor.submit(self._embed, folded, True)
+            self._pending[folded] = self._executor.submit(self._encode, folded, True)
 
     def score(self, text: NormalisedText, context: ClassifierContext) -> StageScores | None:
         self.stats.scored += 1
@@ -219,7 +219,8 @@ class ExemplarClassifier:
     def _take_or_compute(self, text: str) -> _Embedded:
         future = self._pending.pop(text, None)
         # A prefetch already running (or done) is waited for: that costs less than embedding again.
-        result = future.result() if future is not None and not future.cancel() else self._embed(text, False)
+        vector = future.result() if future is not None and not future.cancel() else self._encode(text, False)
+        result = self._compare(vector)
         self._remember(text, result)
         return result
 
@@ -228,21 +229,27 @@ class ExemplarClassifier:
             if future.done():
                 del self._pending[text]
                 if not future.cancelled():
-                    self._remember(text, future.result())
+                    self._remember(text, self._compare(future.result()))
 
     def _remember(self, text: str, result: _Embedded) -> None:
         if len(self._cache) >= CACHE_LIMIT:
             self._cache.clear()
         self._cache[text] = result
 
-    def _embed(self, text: str, prefetch: bool) -> _Embedded:
+    def _encode(self, text: str, prefetch: bool) -> F32:
         vector = self.encoder.encode([text])
-        probs = np.round(self.bank.probabilities(self.bank.contrasts(vector))[0].astype(np.float64), 4)
-        best = self.bank.stages[int(np.argmax(probs))]
-        evidence = tuple(f"{best}: {t!r} (cos {s:.2f})" for t, s in self.bank.nearest(vector[0], best))
         with self._lock:
             self.stats.encoded += 1
             self.stats.prefetched += prefetch
+        return vector
+
+    def _compare(self, vector: F32) -> _Embedded:
+        """Calibrated stage probabilities and nearest-exemplar evidence of one embedding. Runs on the decision
+        thread: its matrix product releases the GIL, and each release would cost the prefetch thread a wait of up
+        to the interpreter's switch interval to take it back."""
+        probs = np.round(self.bank.probabilities(self.bank.contrasts(vector))[0].astype(np.float64), 4)
+        best = self.bank.stages[int(np.argmax(probs))]
+        evidence = tuple(f"{best}: {t!r} (cos {s:.2f})" for t, s in self.bank.nearest(vector[0], best))
         return tuple(float(p) for p in probs), evidence
 
 

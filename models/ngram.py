@@ -10,8 +10,8 @@ the probabilities against scikit-learn's own ``transform`` and ``predict_proba``
 from __future__ import annotations
 
 import math
-from array import array
 import re
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
