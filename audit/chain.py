@@ -30,7 +30,57 @@ ENTRY_FIELDS = ("action", "actor", "payload_hash", "prev", "seq", "subject", "ti
 
 
 def canonical(value: Any) -> bytes:
+    """RFC 8785 (JCS) canonical JSON. A value of ASCII keys, safe integers and floats that ECMAScript prints as
+    Python does (the audit's own records) goes through the standard library's C encoder, whose output is then
+    the same bytes; anything else goes through the ``rfc8785`` reference implementation (which also rejects
+    what JCS cannot encode). ``tests/audit/test_canonical.py`` checks the two agree."""
+    plain = _jcs_plain(value)
+    if plain is not _NOT_PLAIN:
+        try:
+            return json.dumps(plain, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: let the reference implementation name the problem
+            pass
     return rfc8785.dumps(value)
+
+
+_NOT_PLAIN = object()
+_SAFE_INTEGER = 2**53 - 1
+
+
+def _jcs_plain(value: Any) -> Any:
+    """``value`` with integral floats as ints (JCS prints ``1.0`` as ``1``), or ``_NOT_PLAIN`` when the standard
+    encoder would not print JCS: non-ASCII keys (JCS sorts by UTF-16 code units), unsafe integers, floats printed
+    with an exponent or not finite, types other than the JSON ones."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int:
+        return value if -_SAFE_INTEGER <= value <= _SAFE_INTEGER else _NOT_PLAIN
+    if kind is float:
+        if value != value or value in (float("inf"), float("-inf")):
+            return _NOT_PLAIN
+        if value.is_integer():  # exact digits up to 2**53; beyond, ECMAScript prints shortest digits then zeros
+            return int(value) if abs(value) <= _SAFE_INTEGER else _NOT_PLAIN
+        return _NOT_PLAIN if "e" in repr(value) else value
+    if kind is dict:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                return _NOT_PLAIN
+            plain = _jcs_plain(item)
+            if plain is _NOT_PLAIN:
+                return _NOT_PLAIN
+            out[key] = plain
+        return out
+    if kind is list or kind is tuple:
+        items = []
+        for item in value:
+            plain = _jcs_plain(item)
+            if plain is _NOT_PLAIN:
+                return _NOT_PLAIN
+            items.append(plain)
+        return items
+    return _NOT_PLAIN
 
 
 def sha256_hex(data: bytes) -> str:
