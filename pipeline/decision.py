@@ -303,11 +303,16 @@ def decide(event: Event, snapshot: Snapshot, detectors: Detectors, text: Normali
     # Effects of age cues change who counts as the adult, so the pairing is assessed again. A cue never makes
     # someone an adult while an adult is already in the conversation: that could only remove a child's protection
     # (a child writing "my mom is at work" must stay a child).
-    adult_present = any(is_adult(p.band) for p in parties if p.user_id != actor.user_id)
+    adult_present: bool | None = None  # computed when a hit reveals an age (rare)
     for rule, _ in hits:
-        if RuleEffect.REVEAL_ADULT in rule.rule.effects and not is_adult(actor.band) and not adult_present:
+        effects = rule.rule.effects
+        if not effects:
+            continue
+        if adult_present is None:
+            adult_present = any(is_adult(p.band) for p in parties if p.user_id != actor.user_id)
+        if RuleEffect.REVEAL_ADULT in effects and not is_adult(actor.band) and not adult_present:
             revealed[actor.user_id] = AgeBand.AGE_18_20.value
-        if RuleEffect.REVEAL_STATED_AGE in rule.rule.effects and text is not None:
+        if RuleEffect.REVEAL_STATED_AGE in effects and text is not None:
             age = stated_age(text.text)
             if age is None or actor.user_id in revealed:
                 continue
@@ -531,6 +536,8 @@ def _subject_scoring(
     conversation happened to be processed last."""
     older = pair.older
     if older is None or pair.relation not in RISKY_RELATIONS or not detectors.rules.subject_rules:
+        if not ops:
+            return 0.0, [], ()
         touched = sorted({op.user_id for op in ops if op.kind != "contact"})
         swept_others = [
             update
@@ -547,7 +554,7 @@ def _subject_scoring(
         bonus = add_evidence(bonus, rule.weight)
         reasons.append(Reason("rule", rule.id, str(rule.version), event.event_id,
                               f"{rule.rule.description} (user {older})", rule.rule.stage.value, rule.weight))
-    swept = tuple(_sweep_for(older, profiles, ops, detectors, exclude=conv_id, event=event))
+    swept = tuple(_sweep_for(older, profiles, ops, detectors, exclude=conv_id, event=event)) if ops else ()
     return bonus, reasons, swept
 
 
