@@ -32,6 +32,7 @@ import multiprocessing
 import os
 import platform
 import queue
+import random
 import shutil
 import statistics
 import tempfile
@@ -69,6 +70,18 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+_SYLLABLES = ("ka", "lo", "mi", "ru", "te", "po", "za", "ne", "fi", "do", "gu", "sha")
+
+
+def freshen_texts(events: list[dict[str, Any]], seed: int) -> None:
+    """Append a made-up three-syllable word (one of 1,728) to every text, in place: almost every line becomes one
+    no memo has seen, while what the detectors look for stays in it."""
+    rng = random.Random(seed)
+    for event in events:
+        if event.get("text"):
+            event["text"] += " " + "".join(rng.choice(_SYLLABLES) for _ in range(3))
 
 
 def worker_child(settings_json: str, ready: Any, stop: Any, results: Any, port: Any) -> None:
@@ -314,6 +327,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # and repeated texts as the draining worker whose rate they are paced at (a prefix is mostly first-seen).
     parser.add_argument("--paced-seconds", type=float, default=40.0, help="longest paced phase (capped by the file)")
     parser.add_argument("--raw-records", type=int, default=200_000, help="backlog for the raw consume phase")
+    parser.add_argument("--fresh-texts", action="store_true",
+                        help="append a random made-up word to every message, so almost every line is new to the "
+                             "memos (the synthetic chat repeats its lines)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/streaming.json"))
     parser.add_argument("--plot", type=Path, default=Path("bench/results/latency.png"))
     args = parser.parse_args(argv)
@@ -339,11 +355,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         path = tmp / "events.jsonl"
         synth = generate(seed=args.seed, conversations=args.conversations, grooming_share=args.grooming_share)
+        if args.fresh_texts:
+            freshen_texts(synth.events, args.seed)
         write_jsonl(synth, path)
         lines = path.read_bytes().splitlines()
         conversations = sorted({e["channel"]["id"] if e.get("channel") else "" for e in synth.events} - {""})
         console.print(f"{len(lines)} events in {args.conversations} conversations ({args.grooming_share:.0%} "
-                      f"grooming); broker {settings.kafka_bootstrap}, redis {settings.redis_url}")
+                      f"grooming{', fresh texts' if args.fresh_texts else ''}); broker {settings.kafka_bootstrap}, "
+                      f"redis {settings.redis_url}")
 
         with console.status("(a) replay with models"):
             from pipeline.detectors import load_detectors
@@ -418,7 +437,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
     results["settings"] = {"max_poll_records": settings.max_poll_records, "partitions": settings.partitions,
                            "conversations": args.conversations, "grooming_share": args.grooming_share,
-                           "events": len(lines)}
+                           "events": len(lines), "fresh_texts": args.fresh_texts}
     print_table(console, results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
