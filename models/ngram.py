@@ -71,6 +71,7 @@ class _SublinearTf:
 
 
 _SUBLINEAR_TF = _SublinearTf()
+WORD_MEMO_LIMIT = 200_000  # distinct words kept per block; cleared wholesale when full (results never depend on it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +128,6 @@ class TfidfBlock:
         norms = np.sqrt(np.bincount(row_of, weights=values * values, minlength=len(texts)))
         return row_of, col_of + self.offset, values / norms[row_of]
 
-
-WORD_MEMO_LIMIT = 200_000  # distinct words kept per block; cleared wholesale when full (results never depend on it)
 
 
 @dataclass(frozen=True, slots=True)
