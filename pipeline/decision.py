@@ -511,16 +511,17 @@ def _band_of(user_id: str, event: Event, before: ConversationState) -> str:
     return info.band if info is not None else AgeBand.UNKNOWN.value
 
 
-def _subject_hits(book: RuleBook, profile: SubjectProfile) -> list[CompiledRule]:
+def _subject_hits(book: RuleBook, profile: SubjectProfile) -> tuple[CompiledRule, ...]:
     """Enforce-mode subject rules firing on ``profile``, memoised on the profile (immutable) per rule book: an
     adult's profile is consulted on every event of each of their minor conversations."""
     key = ("subject_hits", id(book))
-    entry: tuple[RuleBook, list[CompiledRule]] | None = profile.derived.get(key)
+    entry: tuple[RuleBook, tuple[CompiledRule, ...]] | None = profile.derived.get(key)
     if entry is None or entry[0] is not book:  # the book is kept in the entry, so its id cannot be reused
         ctx = SubjectContext(profile)
-        entry = (book, [r for r in book.subject_rules if r.rule.mode == "enforce" and subject_rule_matches(r, ctx)])
+        entry = (book, tuple(r for r in book.subject_rules
+                             if r.rule.mode == "enforce" and subject_rule_matches(r, ctx)))
         profile.derived[key] = entry
-    return list(entry[1])
+    return entry[1]
 
 
 def _subject_scoring(
@@ -575,7 +576,7 @@ def _sweep_for(user_id: str, profiles: Mapping[str, SubjectProfile], ops: tuple[
 
 
 def subject_case_updates(profile: SubjectProfile, detectors: Detectors, *, event_id: str, ts: str,
-                         exclude: str | None = None, hits: list[CompiledRule] | None = None) -> list[CaseUpdate]:
+                         exclude: str | None = None, hits: Sequence[CompiledRule] | None = None) -> list[CaseUpdate]:
     """Case updates for every minor conversation of a subject whose risk, with the subject rules that fire on
     this profile, reaches the case threshold: ``combine(peak local risk, subject bonus, pair factor)``.
 

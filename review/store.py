@@ -337,11 +337,14 @@ class SqlCaseStore:
         return found
 
     def _live_conversations(self, session: Session, convs: set[str]) -> set[str]:
-        if not convs:
-            return set()
-        rows = session.scalars(select(CaseRow.conversation_id).where(CaseRow.conversation_id.in_(convs),
-                                                                     CaseRow.status != CaseStatus.CLOSED))
-        return set(rows)
+        """Which of ``convs`` have a case that is not closed (in chunks, like every list-sized query here)."""
+        ordered = sorted(convs)
+        live: set[str] = set()
+        for start in range(0, len(ordered), CHUNK):
+            live.update(session.scalars(
+                select(CaseRow.conversation_id).where(CaseRow.conversation_id.in_(ordered[start:start + CHUNK]),
+                                                      CaseRow.status != CaseStatus.CLOSED)))
+        return live
 
     def _store_messages(self, session: Session, events: Sequence[Event], updated: set[str], live: set[str]) -> None:
         candidates: dict[tuple[str, str], Event] = {}

@@ -130,3 +130,25 @@ def test_closed_classifier_still_scores_and_prefetches_again(shipped_stage: Stag
     classifier.prime([normalise("keep this between us, ok? dont tell")], lambda i: CONTEXTS[0])
     _settle(classifier)
     classifier.close()
+
+
+def test_switch_interval_is_lowered_only_while_prefetches_are_queued(shipped_stage: StageClassifier,
+                                                                     fake_bank: ExemplarBank) -> None:
+    import sys
+
+    from models.exemplar import PREFETCH_SWITCH_INTERVAL
+    from pipeline.normalise import normalise
+    from tests.models.classifier_contract import CONTEXTS, TEXTS
+
+    default = sys.getswitchinterval()
+    assert default != PREFETCH_SWITCH_INTERVAL
+    classifier, _ = _fake_exemplar(shipped_stage, fake_bank)
+    texts = [normalise(t) for t in TEXTS]
+    classifier.prime(texts, lambda i: CONTEXTS[0])
+    assert classifier._pending and sys.getswitchinterval() == PREFETCH_SWITCH_INTERVAL
+    _settle(classifier)
+    classifier.prime(texts, lambda i: CONTEXTS[0])  # everything harvested, nothing new to queue
+    assert not classifier._pending and sys.getswitchinterval() == default
+    classifier.prime([normalise("keep this between us, ok? dont tell")], lambda i: CONTEXTS[0])
+    classifier.close()
+    assert sys.getswitchinterval() == default
