@@ -42,9 +42,11 @@ class WorkerMetrics:
         self.cases_opened = Counter("lifeguard_cases_opened", "Conversations whose first case update was written",
                                     registry=r)
         self.actions = Counter("lifeguard_actions_published", "Platform actions published", registry=r)
-        self.retries = Counter("lifeguard_dependency_retries", "Batch retries after a dependency fault",
+        self.retries = Counter("lifeguard_dependency_retries",
+                               "Retries after a dependency fault: batches, and offset commits (kafka)",
                                ["dependency"], registry=r)
-        self.batch_seconds = Histogram("lifeguard_batch_seconds", "Wall time from poll to committed offsets",
+        self.batch_seconds = Histogram("lifeguard_batch_seconds",
+                                       "Wall time from poll to durable effects (offsets sent, not awaited)",
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.ingest_latency = Histogram("lifeguard_ingest_to_decision_seconds",
                                         "Record timestamp to durable decision", buckets=LATENCY_BUCKETS, registry=r)

@@ -137,8 +137,16 @@ class FakeConsumer:
         self.commit_calls.append({tp: om.offset for tp, om in offsets.items()})
         self.committed.update({tp: om.offset for tp, om in offsets.items()})
 
-    def commit_async(self, offsets: dict[TopicPartition, Any]) -> None:
-        self.commit(offsets)
+    def commit_async(self, offsets: dict[TopicPartition, Any], callback: Any = None) -> None:
+        try:
+            self.commit(offsets)
+        except KafkaTimeoutError as exc:
+            if callback is None:
+                raise
+            callback(offsets, exc)
+        else:
+            if callback is not None:
+                callback(offsets, None)
 
     def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:
         self.closed = True
@@ -272,6 +280,20 @@ def test_broker_commit_failure_is_retried_without_redoing_effects(lines: list[by
     assert worker.stats.retries == 2
     assert worker.stats.duplicates == 0  # the effects were applied once, only the commit was retried
     assert flagged(cases.cases_report()) == flagged(replay_cases(lines, detectors))
+
+
+def test_offsets_a_failed_commit_left_pending_are_sent_again_while_idle(
+        lines: list[bytes], detectors: Detectors) -> None:
+    # One poll takes the whole log, so no later batch carries the offsets: the idle loop must resend them,
+    # after the backoff, and count each failure as a retry.
+    clock = [0.0]
+    consumer = FakeConsumer(lines, clock=clock, batch=10_000)
+    consumer.fail_commits = 3
+    worker, _, _ = make_worker(consumer, MemoryStateStore(), detectors, clock=clock)
+    worker.run(stop_when=until_drained(consumer))
+    assert worker.stats.batches == 1 and worker.stats.retries == 3
+    assert consumer.committed == consumer.ends() == worker.stats.committed
+    assert len(consumer.commit_calls) == 1 and clock[0] >= 0.5 + 1.0 + 2.0  # the resends backed off
 
 
 def test_crash_between_state_and_offset_commit_redelivers_and_dedupe_skips(
