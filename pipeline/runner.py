@@ -54,17 +54,17 @@ class DecisionRunner:
         self.detectors = detectors
 
     def decide_batch(self, events: Sequence[Event]) -> DecidedBatch:
-        seen = self.store.seen_events(EventKey(e.conversation_id, e.event_id) for e in events)
-        conv_ids = {e.conversation_id for e in events}
-        conversations: dict[str, ConversationState] = self.store.get_conversations(conv_ids)
         user_ids: set[str] = set()
         for event in events:
             user_ids.add(event.actor.user_id)
             if event.target is not None:
                 user_ids.add(event.target.user_id)
-        for state in conversations.values():
-            user_ids.update(state.participants)
-        profiles: dict[str, SubjectProfile] = self.store.get_profiles(user_ids)
+        # One read for the events' own parties; a second only for other participants of their conversations.
+        seen, conversations, profiles = self.store.read_batch(
+            (EventKey(e.conversation_id, e.event_id) for e in events), user_ids)
+        others = {p for state in conversations.values() for p in state.participants} - user_ids
+        if others:
+            profiles.update(self.store.get_profiles(others))
 
         texts = [normalised_text_of(e) for e in events]
         with_text = [(e, t) for e, t in zip(events, texts, strict=True) if t is not None]

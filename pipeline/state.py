@@ -181,6 +181,14 @@ class StateStoreError(RuntimeError):
     then stops without committing offsets, so no event is lost."""
 
 
+class BatchRead(NamedTuple):
+    """What a batch needs before it is decided, read at once (``StateStore.read_batch``)."""
+
+    seen: set[EventKey]
+    conversations: dict[str, ConversationState]
+    profiles: dict[str, SubjectProfile]
+
+
 class StateStore(Protocol):
     """Port for per-conversation and per-subject state. Implementations: ``MemoryStateStore`` (replay, tests)
     and ``RedisStateStore`` (production); both pass ``tests/pipeline/state_contract.py``."""
@@ -190,6 +198,11 @@ class StateStore(Protocol):
     def get_profiles(self, user_ids: Iterable[str]) -> dict[str, SubjectProfile]: ...
 
     def seen_events(self, keys: Iterable[EventKey]) -> set[EventKey]: ...
+
+    def read_batch(self, keys: Iterable[EventKey], user_ids: Iterable[str]) -> BatchRead:
+        """``seen_events(keys)``, ``get_conversations`` of the keys' conversations and ``get_profiles(user_ids)``
+        in one go (one round trip for Redis)."""
+        ...
 
     def apply(self, writes: StateWrites) -> None: ...
 
@@ -210,6 +223,11 @@ class MemoryStateStore:
 
     def seen_events(self, keys: Iterable[EventKey]) -> set[EventKey]:
         return {k for k in keys if k in self._seen}
+
+    def read_batch(self, keys: Iterable[EventKey], user_ids: Iterable[str]) -> BatchRead:
+        keys = list(keys)
+        return BatchRead(self.seen_events(keys), self.get_conversations(dict.fromkeys(k.conversation_id for k in keys)),
+                         self.get_profiles(user_ids))
 
     def apply(self, writes: StateWrites) -> None:
         self._conversations.update(writes.conversations)

@@ -32,6 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from pipeline.state import (
     DEFAULT_DEDUPE_TTL_SECONDS,
     DEFAULT_STATE_TTL_SECONDS,
+    BatchRead,
     ContactEntry,
     ConversationState,
     EventKey,
@@ -167,6 +168,30 @@ class RedisStateStore:
                                              strict=True):
             seen.update(EventKey(conv, e) for e, score in zip(event_ids, scores, strict=True) if score is not None)
         return seen
+
+    def read_batch(self, keys: Iterable[EventKey], user_ids: Iterable[str]) -> BatchRead:
+        by_conv: dict[str, list[str]] = {}
+        for key in keys:
+            by_conv.setdefault(key.conversation_id, []).append(key.event_id)
+        users = list(dict.fromkeys(user_ids))
+        if not by_conv and not users:
+            return BatchRead(set(), {}, {})
+        pipe = self.client.pipeline(transaction=False)
+        for conv, event_ids in by_conv.items():
+            pipe.zmscore(self.dedupe_key(conv), event_ids)
+            pipe.get(self.state_key(conv))
+        for user in users:
+            pipe.hgetall(self.profile_key(user))
+        replies = iter(self._execute(pipe, "read the batch's state"))
+        seen: set[EventKey] = set()
+        conversations: dict[str, ConversationState] = {}
+        for conv, event_ids in by_conv.items():
+            scores, raw = next(replies), next(replies)
+            seen.update(EventKey(conv, e) for e, score in zip(event_ids, scores, strict=True) if score is not None)
+            if raw is not None:
+                conversations[conv] = decode_state(raw)
+        profiles = {user: _profile(user, fields) for user, fields in zip(users, replies, strict=True) if fields}
+        return BatchRead(seen, conversations, profiles)
 
     def apply(self, writes: StateWrites) -> None:
         if not (writes.conversations or writes.profile_ops or writes.seen):

@@ -156,3 +156,16 @@ class StateStoreContract:
         store.apply(writes(states, seen=seen))
         assert store.get_conversations(states) == states
         assert store.seen_events(seen) == set(seen)
+
+    def test_a_batch_read_answers_like_the_separate_reads(self, store: StateStore) -> None:
+        states = {c: conversation(c, events=i) for i, c in enumerate(ODD_IDS[:5])}
+        marked = tuple(EventKey(c, f"e-{j}") for c in ODD_IDS[:3] for j in range(2))
+        store.apply(writes(states, (contact("u-1", ODD_IDS[0]), ProfileOp("u-2", "reporter", "u-1")), marked))
+        asked = [*marked, EventKey(ODD_IDS[0], "e-9"), EventKey("dm-unknown", "e-1"), marked[0]]
+        users = ["u-2", "u-none", "u-1"]
+        read = store.read_batch(asked, users)
+        assert read.seen == store.seen_events(asked) == set(marked)
+        assert read.conversations == store.get_conversations(k.conversation_id for k in asked)
+        assert set(read.conversations) == set(ODD_IDS[:3])
+        assert read.profiles == store.get_profiles(users) and set(read.profiles) == {"u-1", "u-2"}
+        assert store.read_batch([], []) == (set(), {}, {})
