@@ -315,6 +315,9 @@ def paced(settings: Settings, lines: list[bytes], rate: float) -> dict[str, Any]
         out[f"p{q}_ms"] = round(1000 * histogram_quantile(m, name, q / 100), 1)
         out[f"exact_p{q}_ms"] = round(percentile(exact, q), 1)
     out["max_ms"] = round(max(exact), 1) if exact else None
+    # A fresh worker starts cold (almost every line new to the memos and the encoder): its tail sits in the first
+    # seconds. The second half of the stream shows the same worker warm.
+    out["warm_p99_ms"] = round(percentile(exact[len(exact) // 2:], 99), 1)
     return out
 
 
@@ -484,6 +487,8 @@ def print_table(console: Console, r: dict[str, Any]) -> None:
         table.add_row(f"(b) ingest→decision p50/p95/p99 at {row['rate_events_per_s']:,.0f} events/s "
                       f"({row['fraction']:.0%})", f"{row['p50_ms']:,.0f} / {row['p95_ms']:,.0f} / "
                       f"{row['p99_ms']:,.0f} ms")
+        table.add_row(f"(b) p99 in the second half of that stream ({row['fraction']:.0%}, warm worker)",
+                      f"{row['warm_p99_ms']:,.0f} ms")
     table.add_row("(c) raw kafka-python consume", f"{raw['records_per_s']:,.0f} records/s")
     table.add_row("(c) ratio worker / raw", f"{r['ratio_worker_to_raw']:.3f}")
     table.add_row("(d) Redis bytes per active conversation", f"{red['bytes_per_conversation']:,.0f} B")
