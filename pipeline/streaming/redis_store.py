@@ -132,66 +132,38 @@ class RedisStateStore:
 
     # -- StateStore ----------------------------------------------------------------------------------------
     def get_conversations(self, conversation_ids: Iterable[str]) -> dict[str, ConversationState]:
-        ids = list(dict.fromkeys(conversation_ids))
-        if not ids:
-            return {}
-        pipe = self.client.pipeline(transaction=False)
-        for conv in ids:
-            pipe.get(self.state_key(conv))
-        raws = self._execute(pipe, "read conversation state")
-        return {conv: decode_state(raw) for conv, raw in zip(ids, raws, strict=True) if raw is not None}
+        return self._read({}, list(dict.fromkeys(conversation_ids)), [], "read conversation state").conversations
 
     def get_profiles(self, user_ids: Iterable[str]) -> dict[str, SubjectProfile]:
-        ids = list(dict.fromkeys(user_ids))
-        if not ids:
-            return {}
-        pipe = self.client.pipeline(transaction=False)
-        for user in ids:
-            pipe.hgetall(self.profile_key(user))
-        out: dict[str, SubjectProfile] = {}
-        for user, fields in zip(ids, self._execute(pipe, "read subject profiles"), strict=True):
-            if fields:
-                out[user] = _profile(user, fields)
-        return out
+        return self._read({}, [], list(dict.fromkeys(user_ids)), "read subject profiles").profiles
 
     def seen_events(self, keys: Iterable[EventKey]) -> set[EventKey]:
-        by_conv: dict[str, list[str]] = {}
-        for key in keys:
-            by_conv.setdefault(key.conversation_id, []).append(key.event_id)
-        if not by_conv:
-            return set()
-        pipe = self.client.pipeline(transaction=False)
-        for conv, event_ids in by_conv.items():
-            pipe.zmscore(self.dedupe_key(conv), event_ids)
-        seen: set[EventKey] = set()
-        for (conv, event_ids), scores in zip(by_conv.items(), self._execute(pipe, "read dedupe markers"),
-                                             strict=True):
-            seen.update(EventKey(conv, e) for e, score in zip(event_ids, scores, strict=True) if score is not None)
-        return seen
+        return self._read(_by_conversation(keys), [], [], "read dedupe markers").seen
 
     def read_batch(self, keys: Iterable[EventKey], user_ids: Iterable[str]) -> BatchRead:
-        by_conv: dict[str, list[str]] = {}
-        for key in keys:
-            by_conv.setdefault(key.conversation_id, []).append(key.event_id)
-        users = list(dict.fromkeys(user_ids))
-        if not by_conv and not users:
+        markers = _by_conversation(keys)
+        return self._read(markers, list(markers), list(dict.fromkeys(user_ids)), "read the batch's state")
+
+    def _read(self, markers: dict[str, list[str]], conversations: list[str], users: list[str], what: str) -> BatchRead:
+        """One pipeline: the dedupe markers asked per conversation, conversation states, subject profiles."""
+        if not (markers or conversations or users):
             return BatchRead(set(), {}, {})
         pipe = self.client.pipeline(transaction=False)
-        for conv, event_ids in by_conv.items():
+        for conv, event_ids in markers.items():
             pipe.zmscore(self.dedupe_key(conv), event_ids)
+        for conv in conversations:
             pipe.get(self.state_key(conv))
         for user in users:
             pipe.hgetall(self.profile_key(user))
-        replies = iter(self._execute(pipe, "read the batch's state"))
+        replies = self._execute(pipe, what)
+        m, c = len(markers), len(markers) + len(conversations)
         seen: set[EventKey] = set()
-        conversations: dict[str, ConversationState] = {}
-        for conv, event_ids in by_conv.items():
-            scores, raw = next(replies), next(replies)
+        for (conv, event_ids), scores in zip(markers.items(), replies[:m], strict=True):
             seen.update(EventKey(conv, e) for e, score in zip(event_ids, scores, strict=True) if score is not None)
-            if raw is not None:
-                conversations[conv] = decode_state(raw)
-        profiles = {user: _profile(user, fields) for user, fields in zip(users, replies, strict=True) if fields}
-        return BatchRead(seen, conversations, profiles)
+        states = {conv: decode_state(raw) for conv, raw in zip(conversations, replies[m:c], strict=True)
+                  if raw is not None}
+        profiles = {user: _profile(user, fields) for user, fields in zip(users, replies[c:], strict=True) if fields}
+        return BatchRead(seen, states, profiles)
 
     def apply(self, writes: StateWrites) -> None:
         if not (writes.conversations or writes.profile_ops or writes.seen):
@@ -244,6 +216,13 @@ class RedisStateStore:
             raise StateStoreError(f"Redis unavailable during {what} ({type(exc).__name__}: {exc}); "
                                   "check the Redis server and LIFEGUARD_REDIS_URL") from exc
         return result
+
+
+def _by_conversation(keys: Iterable[EventKey]) -> dict[str, list[str]]:
+    by_conv: dict[str, list[str]] = {}
+    for key in keys:
+        by_conv.setdefault(key.conversation_id, []).append(key.event_id)
+    return by_conv
 
 
 def _profile(user_id: str, fields: dict[bytes, bytes]) -> SubjectProfile:
