@@ -487,7 +487,7 @@ def print_table(console: Console, r: dict[str, Any]) -> None:
         table.add_row(f"(b) ingest→decision p50/p95/p99 at {row['rate_events_per_s']:,.0f} events/s "
                       f"({row['fraction']:.0%})", f"{row['p50_ms']:,.0f} / {row['p95_ms']:,.0f} / "
                       f"{row['p99_ms']:,.0f} ms")
-        table.add_row(f"(b) p99 in the second half of that stream ({row['fraction']:.0%}, warm worker)",
+        table.add_row(f"(b) p99 in the second half of that stream ({row['fraction']:.0%})",
                       f"{row['warm_p99_ms']:,.0f} ms")
     table.add_row("(c) raw kafka-python consume", f"{raw['records_per_s']:,.0f} records/s")
     table.add_row("(c) ratio worker / raw", f"{r['ratio_worker_to_raw']:.3f}")
