@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.age import PairAssessment, Party, is_adult, is_minor
 from pipeline.contract import AgeBand, Event, Verification
 from pipeline.normalise import NormalisedText
+from pipeline.pattern_screen import PatternScreen
 from pipeline.state import ConversationState, SubjectProfile
 
 DAY_SECONDS = 24 * 3600.0
@@ -67,49 +68,60 @@ def stated_age(text: str) -> int | None:
     return value if 5 <= value <= 80 else None
 
 
-def _text_any(patterns: list[re.Pattern[str]], ctx: RuleContext) -> bool:
-    if ctx.text is None:
-        return False
-    text = ctx.text.text
-    for pattern in patterns:
-        span = _first_match(pattern, text)
-        if span is not None:
-            ctx.spans.append(span)
-            return True
-    return False
-
-
-def _text_none(patterns: list[re.Pattern[str]], ctx: RuleContext) -> bool:
-    if ctx.text is None:
-        return True
-    text = ctx.text.text
-    return all(_first_match(p, text) is None for p in patterns)
-
-
 MATCH_CACHE_LIMIT = 65_536  # texts remembered per pattern; cleared wholesale when full
 
-# Per pattern (by identity; the pattern is kept in the entry, so an id is never reused while cached): text ->
-# span of the first match. Keyed by identity because hashing a compiled pattern hashes its whole compiled
-# program, about 8 µs for a merged rule pattern, more than the search it would save.
-_MATCHES: dict[int, tuple[re.Pattern[str], dict[str, tuple[int, int] | None]]] = {}
+
+class TextPatterns:
+    """The regexes of one ``text_any``/``text_none`` condition. Each one's first match in a folded text is
+    memoised per text (chat lines repeat, and a pattern's answer for a text never changes) and skipped when the
+    rule book's ``PatternScreen`` shows the pattern cannot match (most lines match none)."""
+
+    __slots__ = ("_memos", "_screen", "_slots", "patterns")
+
+    def __init__(self, patterns: Sequence[re.Pattern[str]], screen: PatternScreen | None = None) -> None:
+        self.patterns = tuple(patterns)
+        self._screen = screen
+        self._slots = tuple(screen.add(p) for p in self.patterns) if screen is not None else ()
+        self._memos: tuple[dict[str, tuple[int, int] | None], ...] = tuple({} for _ in self.patterns)
+
+    def first_match(self, text: str) -> tuple[int, int] | None:
+        """Span of the first match of the first pattern that matches ``text``, like ``re.search`` in turn."""
+        for index in range(len(self.patterns)):
+            span = self._search(index, text)
+            if span is not None:
+                return span
+        return None
+
+    def _search(self, index: int, text: str) -> tuple[int, int] | None:
+        memo = self._memos[index]
+        try:
+            return memo[text]
+        except KeyError:
+            pass
+        if len(memo) >= MATCH_CACHE_LIMIT:
+            memo.clear()
+        if self._screen is not None and not (self._screen.possible(text) >> self._slots[index]) & 1:
+            span = None
+        else:
+            match = self.patterns[index].search(text)
+            span = None if match is None else match.span()
+        memo[text] = span
+        return span
 
 
-def _first_match(pattern: re.Pattern[str], text: str) -> tuple[int, int] | None:
-    """Span of the first match of ``pattern`` in ``text``, memoised: chat lines repeat, and a rule pattern's
-    answer for a text never changes."""
-    entry = _MATCHES.get(id(pattern))
-    if entry is None or entry[0] is not pattern:
-        entry = _MATCHES[id(pattern)] = (pattern, {})
-    known = entry[1]
-    try:
-        return known[text]
-    except KeyError:
-        pass
-    if len(known) >= MATCH_CACHE_LIMIT:
-        known.clear()
-    match = pattern.search(text)
-    span = known[text] = None if match is None else match.span()
-    return span
+
+def _text_any(patterns: TextPatterns, ctx: RuleContext) -> bool:
+    if ctx.text is None:
+        return False
+    span = patterns.first_match(ctx.text.text)
+    if span is None:
+        return False
+    ctx.spans.append(span)
+    return True
+
+
+def _text_none(patterns: TextPatterns, ctx: RuleContext) -> bool:
+    return ctx.text is None or patterns.first_match(ctx.text.text) is None
 
 
 def _sender(role: str, ctx: RuleContext) -> bool:

@@ -16,8 +16,9 @@ from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.conditions import EVENT_CONDITIONS, SUBJECT_CONDITIONS, RuleContext, SubjectContext
+from pipeline.conditions import EVENT_CONDITIONS, SUBJECT_CONDITIONS, RuleContext, SubjectContext, TextPatterns
 from pipeline.contract import AgeBand, ChannelKind, EventType, Verification
+from pipeline.pattern_screen import PatternScreen
 
 
 class Stage(StrEnum):
@@ -251,6 +252,7 @@ class RuleBook:
     subject_rules: tuple[CompiledRule, ...]
     personas: dict[str, Persona]
     by_type: dict[EventType, tuple[CompiledRule, ...]]
+    screen: PatternScreen = field(default_factory=PatternScreen)  # of the text conditions' patterns
     _candidates: dict[GateKey, tuple[CompiledRule, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     def candidates(self, key: GateKey) -> tuple[CompiledRule, ...]:
@@ -274,7 +276,7 @@ def _flatten(when: When | SubjectWhen, registry: dict[str, Any]) -> tuple[tuple[
     return tuple((name, values[name]) for name in registry if name in values)
 
 
-def _compile_rule(rule: Rule, pack: str, file_name: str) -> CompiledRule:
+def _compile_rule(rule: Rule, pack: str, file_name: str, screen: PatternScreen) -> CompiledRule:
     # `when` is parsed by scope: a subject rule may not use event conditions and the reverse.
     model: type[When] | type[SubjectWhen] = When if rule.scope == "event" else SubjectWhen
     try:
@@ -287,8 +289,10 @@ def _compile_rule(rule: Rule, pack: str, file_name: str) -> CompiledRule:
     registry: dict[str, Any] = EVENT_CONDITIONS if rule.scope == "event" else SUBJECT_CONDITIONS
     branches: tuple[tuple[tuple[str, Any], ...], ...] = ()
     if isinstance(when, When) and when.any_of:
-        branches = tuple(_flatten(b, registry) for b in when.any_of)
-    conditions = tuple((n, _merge_patterns(v) if n in PATTERN_CONDITIONS else v) for n, v in _flatten(when, registry))
+        branches = tuple(tuple((n, TextPatterns(v, screen) if n in PATTERN_CONDITIONS else v)
+                               for n, v in _flatten(b, registry)) for b in when.any_of)
+    conditions = tuple((n, TextPatterns(_merge_patterns(v), screen) if n in PATTERN_CONDITIONS else v)
+                       for n, v in _flatten(when, registry))
     checks = tuple((n, v) for n, v in conditions if n not in GATE_CONDITIONS)
     return CompiledRule(rule, pack, conditions, branches, SEVERITY_WEIGHT[rule.severity], checks)
 
@@ -297,7 +301,8 @@ PATTERN_CONDITIONS = ("text_any", "text_none")
 
 
 def _merge_patterns(patterns: list[re.Pattern[str]]) -> list[re.Pattern[str]]:
-    """One alternation per condition: one regex scan per rule instead of one per listed pattern."""
+    """One alternation per condition: one regex scan per rule instead of one per listed pattern. (Not in
+    ``any_of`` branches: there each pattern keeps its own first match, as the evidence spans always have.)"""
     if len(patterns) <= 1:
         return patterns
     return [re.compile("|".join(f"(?:{p.pattern})" for p in patterns))]
@@ -317,18 +322,20 @@ def load_rulebook(directory: Path | None = None) -> RuleBook:
     event_rules: list[CompiledRule] = []
     subject_rules: list[CompiledRule] = []
     seen: dict[str, str] = {}
+    screen = PatternScreen()
     for path in files:
         pack = _load_yaml(path, PackFile)
         for rule in pack.rules:
             if rule.id in seen:
                 raise RulePackError(f"{path.name}: rule id {rule.id!r} already defined in {seen[rule.id]}")
             seen[rule.id] = path.name
-            compiled = _compile_rule(rule, pack.pack, path.name)
+            compiled = _compile_rule(rule, pack.pack, path.name, screen)
             (event_rules if rule.scope == "event" else subject_rules).append(compiled)
+    screen.seal()
     by_type: dict[EventType, tuple[CompiledRule, ...]] = {}
     for event_type in EventType:
         by_type[event_type] = tuple(r for r in event_rules if _may_apply(r, event_type))
-    return RuleBook(tuple(event_rules), tuple(subject_rules), personas, by_type)
+    return RuleBook(tuple(event_rules), tuple(subject_rules), personas, by_type, screen)
 
 
 def _may_apply(rule: CompiledRule, event_type: EventType) -> bool:

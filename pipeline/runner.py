@@ -68,6 +68,7 @@ class DecisionRunner:
 
         texts = [normalised_text_of(e) for e in events]
         with_text = [(e, t) for e, t in zip(events, texts, strict=True) if t is not None]
+        self.detectors.rules.screen.prime(t.text for _, t in with_text)
         if with_text and self.detectors.classifiers:
             at_start = dict(conversations)  # the forecast reads the state as the batch found it
             forecasts: dict[tuple[str, str, str | None], ClassifierContext] = {}
