@@ -19,6 +19,7 @@ that Vectorscan rejects is searched every time, as is everything when the packag
 
 from __future__ import annotations
 
+import ctypes
 import re
 import threading
 from collections.abc import Iterable
@@ -168,6 +169,7 @@ class PatternScreen:
     def _build(self) -> None:
         try:
             self._ready = _database(self._sources)
+            _return_freed_heap()
         finally:
             self._built.set()
 
@@ -249,6 +251,16 @@ def _database(sources: list[str | None]) -> tuple[Any, int] | None:
 def _compile(hyperscan: Any, database: Any, sources: list[str | None], slots: list[int], flags: int) -> None:
     database.compile(expressions=[str(sources[i]).encode("ascii") for i in slots], ids=slots, elements=len(slots),
                      flags=flags)
+
+
+def _return_freed_heap() -> None:
+    """Vectorscan's compiler frees about 25 MB when it is done, which glibc keeps in the process (measured: RSS
+    +28 MB per worker); hand it back to the system. A no-op where the C library has no ``malloc_trim``."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return
+    trim(0)
 
 
 def _collect(slot: int, _start: int, _end: int, _flags: int, matched: list[int]) -> None:
