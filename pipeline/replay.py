@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 from pipeline.cases import CaseSink, MemoryCaseSink, raising, updates_of
 from pipeline.contract import Event, EventValidationError, parse_event
 from pipeline.decision import CaseUpdate, Decision, Detectors
-from pipeline.runner import DecisionRunner
+from pipeline.runner import DecisionRunner, collect_between_batches
 from pipeline.state import MemoryStateStore
 
 BATCH_SIZE = 1000
@@ -116,6 +116,7 @@ def replay(
         batch.append(event)
         if len(batch) >= BATCH_SIZE:
             flush()
+            collect_between_batches()
     if batch:
         flush()
     elapsed = time.perf_counter() - started

@@ -29,6 +29,9 @@ from pipeline.state import ConversationState, EventKey, ProfileOp, StateStore, S
 # promoting after 2 young collections (not 20) keeps each middle-generation pass short: with 20 it reached
 # 200-270 ms on 2 cores (a latency tail), with 2 at most 67 ms. Full passes, which re-walk the caches, are rare.
 GC_THRESHOLDS = (20_000, 2, 1_000)
+# Decision processes run their young passes between batches (``collect_between_batches``); the interpreter's own
+# trigger stays, this much further out, as a backstop for a caller that never reaches a batch boundary.
+GC_BACKSTOP = 10
 
 
 def freeze_startup_heap() -> None:
@@ -38,7 +41,19 @@ def freeze_startup_heap() -> None:
     Results do not change: only when unreachable cycles are freed."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    young, middle, old = GC_THRESHOLDS
+    gc.set_threshold(young * GC_BACKSTOP, middle, old)
+
+
+def collect_between_batches() -> None:
+    """The collector's pass, on ``GC_THRESHOLDS``, run where a batch's own objects are already gone, so it walks
+    only what outlives the batch (inside a batch it walked the batch's decisions and states too): in a draining
+    worker the collector's time fell from 0.30-0.33 s to 0.08-0.10 s (2 cores, 29,200 events). Generations as the
+    interpreter picks them, without its heuristic that may postpone a full pass."""
+    young, middle, old = gc.get_count()
+    if young <= GC_THRESHOLDS[0]:
+        return
+    gc.collect(2 if old > GC_THRESHOLDS[2] else 1 if middle > GC_THRESHOLDS[1] else 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ from pipeline.cases import raising, updates_of
 from pipeline.contract import Event, EventValidationError, parse_event
 from pipeline.decision import Detectors
 from pipeline.detectors import close_detectors
-from pipeline.runner import DecisionRunner, freeze_startup_heap
+from pipeline.runner import DecisionRunner, collect_between_batches, freeze_startup_heap
 from pipeline.settings import Settings
 from pipeline.streaming.case_store import CaseStore
 from pipeline.streaming.deadletter import DeadLetter
@@ -202,6 +202,8 @@ class Worker:
                 polled = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
                 if polled:
                     self._handle(Batch.from_poll(polled))
+                    del polled  # the batch's records too: the collector's pass walks only what outlives them
+                    collect_between_batches()
                 else:
                     self._retry_commit_when_idle()
                 if stop_when is not None and stop_when(self):
