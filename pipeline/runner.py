@@ -47,9 +47,10 @@ def freeze_startup_heap() -> None:
 
 def collect_between_batches() -> None:
     """The collector's pass, on ``GC_THRESHOLDS``, run where a batch's own objects are already gone, so it walks
-    only what outlives the batch (inside a batch it walked the batch's decisions and states too): in a draining
-    worker the collector's time fell from 0.30-0.33 s to 0.08-0.10 s (2 cores, 29,200 events). Generations as the
-    interpreter picks them, without its heuristic that may postpone a full pass."""
+    only what outlives the batch (inside a batch it walked the batch's decisions and states too): in a worker
+    draining 29,200 events the collector's time fell from 0.30-0.33 s to 0.06-0.07 s, with fresh texts from
+    0.38-0.39 s to 0.20 s (2 cores). Generations as the interpreter picks them, without its heuristic that may
+    postpone a full pass."""
     young, middle, old = gc.get_count()
     if young <= GC_THRESHOLDS[0]:
         return
