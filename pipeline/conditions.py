@@ -69,6 +69,7 @@ def stated_age(text: str) -> int | None:
 
 
 MATCH_CACHE_LIMIT = 65_536  # texts remembered per pattern; cleared wholesale when full
+_UNSEEN = (-1, -1)  # memo miss marker (a lookup with a default is cheaper than a KeyError on first-seen lines)
 
 
 class TextPatterns:
@@ -94,10 +95,9 @@ class TextPatterns:
 
     def _search(self, index: int, text: str) -> tuple[int, int] | None:
         memo = self._memos[index]
-        try:
-            return memo[text]
-        except KeyError:
-            pass
+        known = memo.get(text, _UNSEEN)
+        if known is not _UNSEEN:
+            return known
         if len(memo) >= MATCH_CACHE_LIMIT:
             memo.clear()
         if self._screen is not None and not (self._screen.possible(text) >> self._slots[index]) & 1:
