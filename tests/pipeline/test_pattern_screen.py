@@ -107,9 +107,8 @@ def test_the_shipped_rules_are_all_screened_and_answer_like_re_on_synthetic_chat
     conditions = [value for rule in book.event_rules
                   for _, value in (*rule.conditions, *(c for branch in rule.branches for c in branch))
                   if isinstance(value, TextPatterns)]
-    screen = conditions[0]._screen
-    assert screen is not None and screen.wait(60)
-    assert screen.screened == sum(len(c.patterns) for c in conditions)
+    assert book.screen.wait(60)
+    assert book.screen.screened == sum(len(c.patterns) for c in conditions)
     synth = generate(seed=7, conversations=300, grooming_share=0.3)
     texts = sorted({normalise(e["text"]).text for e in synth.events if e.get("text")})
     assert len(texts) > 500
