@@ -68,15 +68,13 @@ def per_item_us(items: list[Any], work: Callable[[Any], object]) -> float:
             gc.enable()
 
 
-def synthetic_lines(conversations: int, seed: int, tmp: Path) -> tuple[Path, list[str]]:
-    """A fresh-text synth file and its distinct message texts."""
-    from pipeline.synth import generate, write_jsonl
+def first_seen_chat(conversations: int, seed: int) -> list[dict[str, Any]]:
+    """A synth workload at a realistic mix with every text made new (as ``python -m bench --fresh-texts``)."""
+    from pipeline.synth import generate
 
     synth = generate(seed=seed, conversations=conversations, grooming_share=0.03)
     freshen_texts(synth.events, seed)
-    path = tmp / f"events-{seed}.jsonl"
-    write_jsonl(synth, path)
-    return path, list(dict.fromkeys(e["text"] for e in synth.events if e.get("text")))
+    return synth.events
 
 
 def replay_costs(path: Path, detectors: Detectors) -> dict[str, float]:
@@ -132,12 +130,11 @@ def model_costs(detectors: Detectors, lines: list[NormalisedText], encoder_lines
         out["stage_model_us_per_line"] = round(per_item_us(batches, stage.prime) * len(batches) / max(1, len(lines)),
                                                2)
     if exemplar is not None:
-        encoder, bank = exemplar.encoder, exemplar.bank
+        encoder = exemplar.encoder
         texts = [line.text for line in lines[:encoder_lines]]
         out["encoder_ms_per_line"] = round(per_item_us(texts, lambda t: encoder.encode([t])) / 1000, 3)
         vectors = [encoder.encode([t]) for t in texts[:100]]
-        out["exemplar_comparison_us_per_line"] = round(per_item_us(
-            vectors, lambda v: (bank.probabilities(bank.contrasts(v)), bank.nearest(v[0], bank.stages[0]))), 1)
+        out["exemplar_comparison_us_per_line"] = round(per_item_us(vectors, exemplar.compare), 1)
     return out
 
 
@@ -160,8 +157,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             detectors.rules.screen.wait(120)
             freeze_startup_heap()  # as the worker and `lifeguard replay` do
         with console.status("generating first-seen chat"):
-            first, _ = synthetic_lines(args.conversations, 1, Path(tmp))
-            _, texts = synthetic_lines(args.conversations, 2, Path(tmp))
+            first = Path(tmp) / "events.jsonl"
+            first.write_text("".join(json.dumps(e) + "\n" for e in first_seen_chat(args.conversations, 1)))
+            texts = list(dict.fromkeys(e["text"] for e in first_seen_chat(args.conversations, 2) if e.get("text")))
         with console.status("replay: first-seen lines, then the same file again"):
             results["replay_first_seen"] = replay_costs(first, detectors)
             results["replay_repeated"] = replay_costs(first, detectors)

@@ -231,7 +231,7 @@ class ExemplarClassifier:
         future = self._pending.pop(text, None)
         # A prefetch already running (or done) is waited for: that costs less than embedding again.
         vector = future.result() if future is not None and not future.cancel() else self._encode(text, False)
-        result = self._compare(vector)
+        result = self.compare(vector)
         self._remember(text, result)
         return result
 
@@ -240,7 +240,7 @@ class ExemplarClassifier:
             if future.done():
                 del self._pending[text]
                 if not future.cancelled():
-                    self._remember(text, self._compare(future.result()))
+                    self._remember(text, self.compare(future.result()))
 
     def _remember(self, text: str, result: _Embedded) -> None:
         if len(self._cache) >= CACHE_LIMIT:
@@ -254,7 +254,7 @@ class ExemplarClassifier:
             self.stats.prefetched += prefetch
         return vector
 
-    def _compare(self, vector: F32) -> _Embedded:
+    def compare(self, vector: F32) -> _Embedded:
         """Calibrated stage probabilities and nearest-exemplar evidence of one embedding. Runs on the decision
         thread: its matrix product releases the GIL, and each release would cost the prefetch thread a wait of up
         to the interpreter's switch interval to take it back."""

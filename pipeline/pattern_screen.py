@@ -200,13 +200,8 @@ class PatternScreen:
     def prime(self, texts: Iterable[str]) -> None:
         """Scan a batch's texts in one go: between the decisions' other work each scan finds the database out of
         the CPU caches, and costs about twice as much (measured on 2 cores)."""
-        ready = self._ready
-        if ready is None:
-            return
-        memo = self._memo
         for text in texts:
-            if text not in memo and text.isascii():
-                self._scan(ready, text)
+            self.possible(text)
 
     def _scan(self, ready: tuple[Any, int], text: str) -> int:
         database, found = ready
@@ -283,8 +278,7 @@ def _collect(slot: int, _start: int, _end: int, _flags: int, matched: list[int])
 
 def _compiles(hyperscan: Any, source: str | None, flags: int) -> bool:
     try:
-        hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK).compile(
-            expressions=[str(source).encode("ascii")], ids=[0], elements=1, flags=flags)
+        _compile(hyperscan, hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK), [source], [0], flags)
     except hyperscan.error:
         return False
     return True
