@@ -72,16 +72,16 @@ class StageClassifier:
         if len(self._cache) + len(texts) > CACHE_LIMIT:
             self._cache.clear()
         probs = np.round(self.model.probabilities(texts), 4)
-        for text, row in zip(texts, probs.tolist(), strict=True):
-            values = tuple(float(p) for p in row)
+        for text, row in zip(texts, probs.tolist(), strict=True):  # tolist() gives Python floats
+            values = tuple(row)
             scores = StageScores(self.name, self.version, self.sha256, dict(zip(self.labels, values, strict=True)))
             self._cache[text] = _Scored(values, max(values, default=0.0), scores)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ sets each field through object.__setattr__, slower
 class _Scored:
     """One memoised text: its probabilities, their maximum, and the ``StageScores`` handed to ``decide`` (shared
-    between calls; nothing downstream mutates it)."""
+    between calls; nothing downstream mutates it, nor this record)."""
 
     probabilities: tuple[float, ...]
     peak: float
