@@ -8,8 +8,8 @@ LIFEGUARD_REDIS_URL / LIFEGUARD_DATABASE_URL point elsewhere; fresh topics and k
 a. replay: the same file through ``lifeguard replay``'s path with the models (decide only, in-memory state);
 b. one ``lifeguard run`` worker (a separate process, built like the command) drains a backlog produced before it
    starts (as for c, so no producer shares the cores with it): events/s from its first record to its last
-   commit; then fresh workers consume the same file produced at 50 % and 90 % of
-   that rate: p50/p95/p99 ingest (record timestamp) → durable decision;
+   commit; then fresh workers consume the same file produced at 50 % and 90 % of that rate: p50/p95/p99 ingest
+   (record timestamp) → durable decision;
 c. a plain kafka-python group consumer reads a backlog of the same stream: records/s, and the ratio (b)/(c);
 d. Redis bytes per active conversation (``MEMORY USAGE`` of state + dedupe keys) and the worker's RSS;
 e. two workers in one group, started together, drain the same backlog: events/s together;
@@ -308,8 +308,8 @@ def cleanup_redis(settings: Settings) -> None:
 
 def drain(settings: Settings, path: Path, workers: int) -> tuple[list[Scrape], list[dict[str, Any]]]:
     """``workers`` workers of one group drain ``path``, produced as a backlog before they start: as for the raw
-    consume (c), no producer shares the cores with them. Started together, they join the group together (a late
-    joiner's rebalance would show as redelivered records in ``throughput``)."""
+    consume (c), no producer shares the cores with them. Started together, they normally join the group together;
+    a late joiner's rebalance shows as redelivered records in ``throughput``."""
     ensure_topics(settings)
     produced = produce_file(path, settings)
     group = [WorkerProcess(settings) for _ in range(workers)]
