@@ -4,9 +4,9 @@ component by component, in one process, and writes JSON.
 Whole-pipeline rates on a shared machine drift by up to a third between runs (see the README's performance
 section), more than most single changes move them. Here each component runs in a tight loop over the same inputs,
 the collector's time kept apart, so a change to one component shows in its own line (the machine's drift still
-reaches each line: compare runs taken in turns). Workload: ``lifeguard
-synth`` with every text made new (as ``python -m bench --fresh-texts``), because lines a worker has not seen
-before are what a platform's chat is mostly made of; the repeated-lines row runs the same file a second time.
+reaches each line: compare runs taken in turns). Workload: ``lifeguard synth`` with every text made new (as
+``python -m bench --fresh-texts``), because lines a worker has not seen before are what a platform's chat is
+mostly made of; the repeated-lines row runs the same file a second time.
 
 Figures, not assertions: nothing here fails on a slow machine.
 """
@@ -94,9 +94,7 @@ def replay_costs(path: Path, detectors: Detectors) -> dict[str, float]:
 def rule_pattern_costs(detectors: Detectors, lines: list[NormalisedText]) -> dict[str, float]:
     """Every text condition of the rule book on every line (fresh memos): screened as the book does, and with
     ``re`` alone. Per line, all conditions; in a decision only the rules whose gates pass are asked."""
-    originals = [value for rule in detectors.rules.event_rules
-                 for _, value in (*rule.conditions, *(c for branch in rule.branches for c in branch))
-                 if isinstance(value, TextPatterns)]
+    originals = detectors.rules.text_conditions()
     screen = PatternScreen()
     screened = [TextPatterns(c.patterns, screen) for c in originals]
     screen.seal(background=False)

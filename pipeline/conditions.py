@@ -109,7 +109,6 @@ class TextPatterns:
         return span
 
 
-
 def _text_any(patterns: TextPatterns, ctx: RuleContext) -> bool:
     if ctx.text is None:
         return False

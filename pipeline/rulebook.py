@@ -267,6 +267,12 @@ class RuleBook:
     def rules(self) -> tuple[CompiledRule, ...]:
         return self.event_rules + self.subject_rules
 
+    def text_conditions(self) -> tuple[TextPatterns, ...]:
+        """Every text condition of the event rules, ``any_of`` branches included (what ``screen`` covers)."""
+        return tuple(value for rule in self.event_rules
+                     for _, value in (*rule.conditions, *(c for branch in rule.branches for c in branch))
+                     if isinstance(value, TextPatterns))
+
     def version_map(self) -> dict[str, int]:
         return {r.id: r.version for r in self.rules}
 
